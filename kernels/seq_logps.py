@@ -1,0 +1,118 @@
+"""Public `seq_logps`: per-sequence sums of token log-probabilities for policy and reference, fused with lm_head.
+
+    from una_hpc.kernels import seq_logps
+    logps, ref_logps = seq_logps(hidden, lm_head.weight, labels, seq_index, num_seqs,
+                                 ref_hidden=ref_hidden, ref_weight=ref_lm_head.weight)
+
+Validates arguments (clear ValueError) and dispatches to the chunked torch path or the fused Triton kernels; triton is
+imported only when that backend is chosen. Tested by: .venv/bin/python -m pytest tests/unit/test_seq_logps*.py -q
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import torch
+
+from .seq_logps_torch import TorchSeqLogps
+
+BACKENDS = ("auto", "torch", "triton")
+_TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _check_tensor(name: str, x, ndim: int) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"seq_logps: {name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != ndim:
+        raise ValueError(f"seq_logps: {name} must be {ndim}-D, got shape {tuple(x.shape)}")
+
+
+def _validate(hidden, weight, labels, seq_index, num_seqs, ref_hidden, ref_weight, ignore_index, backend):
+    if backend not in BACKENDS:
+        raise ValueError(f"seq_logps: backend must be one of {BACKENDS}, got {backend!r}")
+    _check_tensor("hidden", hidden, 2)
+    _check_tensor("weight", weight, 2)
+    _check_tensor("labels", labels, 1)
+    _check_tensor("seq_index", seq_index, 1)
+    T, H = hidden.shape
+    V = weight.shape[0]
+    if weight.shape[1] != H:
+        raise ValueError(f"seq_logps: weight [V, H] must match hidden's H={H}, got shape {tuple(weight.shape)}")
+    if V == 0:
+        raise ValueError("seq_logps: weight has an empty vocabulary (V = 0)")
+    if not hidden.is_floating_point() or weight.dtype != hidden.dtype:
+        raise ValueError(f"seq_logps: hidden and weight must share one float dtype, got {hidden.dtype}, {weight.dtype}")
+    for name, x in (("labels", labels), ("seq_index", seq_index)):
+        if x.shape[0] != T:
+            raise ValueError(f"seq_logps: {name} must have T={T} entries (one per hidden row), got {x.shape[0]}")
+        if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+            raise ValueError(f"seq_logps: {name} must be an integer tensor, got {x.dtype}")
+    if isinstance(num_seqs, bool) or not isinstance(num_seqs, int) or num_seqs < 0:
+        raise ValueError(f"seq_logps: num_seqs must be a non-negative int, got {num_seqs!r}")
+    for name, x, like in (("ref_hidden", ref_hidden, hidden), ("ref_weight", ref_weight, weight)):
+        if x is None:
+            continue
+        _check_tensor(name, x, 2)
+        if x.shape != like.shape or x.dtype != like.dtype:
+            raise ValueError(f"seq_logps: {name} must match shape {tuple(like.shape)} and dtype {like.dtype}, "
+                             f"got {tuple(x.shape)} {x.dtype}")
+    devices = {x.device for x in (hidden, weight, labels, seq_index, ref_hidden, ref_weight) if x is not None}
+    if len(devices) > 1:
+        raise ValueError(f"seq_logps: all tensors must be on one device, got {sorted(map(str, devices))}")
+    if T == 0:
+        return
+    # One host sync for both range checks: an out-of-range index would otherwise read out of bounds in a kernel.
+    bad_label = ((labels != ignore_index) & ((labels < 0) | (labels >= V))).any()
+    bad_seq = ((seq_index < 0) | (seq_index >= num_seqs)).any()
+    bad_label, bad_seq = torch.stack([bad_label, bad_seq]).tolist()
+    if bad_seq:
+        raise ValueError(f"seq_logps: seq_index values must lie in [0, num_seqs={num_seqs})")
+    if bad_label:
+        raise ValueError(f"seq_logps: labels must lie in [0, V={V}) or equal ignore_index={ignore_index}")
+
+
+def _resolve_backend(backend: str, hidden: torch.Tensor) -> str:
+    if backend == "auto":
+        usable = hidden.is_cuda and hidden.dtype in _TRITON_DTYPES and importlib.util.find_spec("triton")
+        return "triton" if usable and hidden.shape[0] > 0 else "torch"
+    if backend == "triton":
+        if hidden.dtype not in _TRITON_DTYPES:
+            raise ValueError(f"seq_logps: backend='triton' supports {_TRITON_DTYPES}, got {hidden.dtype}")
+        if not hidden.is_cuda and os.environ.get("TRITON_INTERPRET", "0") != "1":
+            raise ValueError("seq_logps: backend='triton' on CPU tensors needs TRITON_INTERPRET=1 set before "
+                             "triton is imported")
+        if importlib.util.find_spec("triton") is None:
+            raise ValueError("seq_logps: backend='triton' needs the triton package (pip install triton)")
+        if hidden.shape[0] == 0:  # nothing to launch; the torch path returns zeros with a graph
+            return "torch"
+    return backend
+
+
+def seq_logps(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, seq_index: torch.Tensor,
+              num_seqs: int, *, ref_hidden: torch.Tensor | None = None, ref_weight: torch.Tensor | None = None,
+              ignore_index: int = -100, backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-sequence sums of log softmax(hidden @ weight.T)[labels], for the policy and optionally the reference.
+
+    hidden [T, H] packed token states (row t predicts labels[t], already shifted); weight [V, H] (lm_head);
+    labels [T] ints, `ignore_index` for masked tokens; seq_index [T] ints in [0, num_seqs).
+    ref_hidden / ref_weight: the reference model's tensors; give either (the other defaults to the policy's) to get
+    ref_logps, computed in the same pass under no grad. Pass the *same object* as `weight` for the one-W-load path.
+    Returns (logps, ref_logps): [num_seqs] float32 (float64 for float64 inputs); ref_logps is None without a
+    reference and never carries a gradient. Sequences without unmasked tokens get 0 and zero gradient.
+    backend: "torch" (chunked), "triton" (fused; CPU needs TRITON_INTERPRET=1), "auto" (triton on CUDA, else torch).
+    """
+    _validate(hidden, weight, labels, seq_index, num_seqs, ref_hidden, ref_weight, ignore_index, backend)
+    has_ref = ref_hidden is not None or ref_weight is not None
+    if has_ref:
+        ref_hidden = hidden if ref_hidden is None else ref_hidden
+        ref_weight = weight if ref_weight is None else ref_weight
+    labels = labels.long()
+    seq_index = seq_index.long()
+    if _resolve_backend(backend, hidden) == "triton":
+        from .seq_logps_triton import TritonSeqLogps  # lazy: importing triton is slow and optional
+
+        fn = TritonSeqLogps
+    else:
+        fn = TorchSeqLogps
+    logps, ref_logps = fn.apply(hidden, weight, labels, seq_index, num_seqs, ref_hidden, ref_weight, ignore_index)
+    return logps, (ref_logps if has_ref else None)

@@ -1,0 +1,152 @@
+"""Chunked torch fallback for `seq_logps`: never materializes a [T, V] tensor.
+
+Loop order is vocab tile outer, token tile inner, so each W tile is cast to the accumulation dtype once and shared by
+policy and reference (the LoRA-adapter-off fast path is simply `ref_weight is weight`). Forward keeps per-token online
+max / sum-exp / label logit; backward recomputes the logits tiles from the saved per-token lse.
+
+Tested by: .venv/bin/python -m pytest tests/unit/test_seq_logps_torch.py -q
+"""
+from __future__ import annotations
+
+import torch
+
+# A logits tile holds at most this many elements (8 MiB in fp32); the elementwise temporaries scale with it.
+_LOGITS_TILE_ELEMS = 1 << 21
+# An upcast W tile holds at most this many elements (16 MiB in fp32): bounds the copy for bf16 weights.
+_WEIGHT_TILE_ELEMS = 1 << 22
+
+
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """fp32 accumulation for 16-bit and fp32 inputs; float64 stays float64 (gradcheck)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def tile_sizes(T: int, V: int, H: int) -> tuple[int, int]:
+    """(token_tile, vocab_tile) bounding both the logits tile and the upcast W tile."""
+    bv = min(V, max(256, _WEIGHT_TILE_ELEMS // max(H, 1)))
+    bt = min(max(T, 1), max(16, _LOGITS_TILE_ELEMS // bv))
+    return bt, bv
+
+
+def segment_sum(values: torch.Tensor, seq_index: torch.Tensor, num_seqs: int) -> torch.Tensor:
+    """Per-sequence sums of `values` [K, T] -> [K, num_seqs], deterministic on every device.
+
+    index_add_ uses atomics on CUDA, so two equal inputs could sum to different bits; a stable sort plus a float64
+    prefix sum is order-fixed, which keeps r = 0 exact when policy == reference. Empty sequences get exactly 0.
+    """
+    order = torch.argsort(seq_index, stable=True)
+    sorted_ids = seq_index[order]
+    cs = torch.cumsum(values[:, order].to(torch.float64), dim=1)
+    cs = torch.nn.functional.pad(cs, (1, 0))
+    bounds = torch.searchsorted(sorted_ids, torch.arange(num_seqs + 1, device=seq_index.device))
+    return cs[:, bounds[1:]] - cs[:, bounds[:-1]]
+
+
+def _pick(logits: torch.Tensor, labels: torch.Tensor, v0: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(column of each row's label inside this vocab tile, whether the label falls in the tile)."""
+    col = labels - v0
+    inside = (col >= 0) & (col < logits.shape[1])
+    return col.clamp(0, logits.shape[1] - 1).unsqueeze(1), inside
+
+
+def forward_stats(hidden, weight, labels, ref_hidden, ref_weight):
+    """Per-token (lse, label_logit) for the policy and, when given, the reference, in one pass over W.
+
+    Returns (lse, label_logit, ref_lse, ref_label_logit); the ref entries are None without a reference.
+    """
+    T, H = hidden.shape
+    V = weight.shape[0]
+    acc = acc_dtype(hidden.dtype)
+    bt, bv = tile_sizes(T, V, H)
+    has_ref = ref_hidden is not None
+    # Policy == reference (same objects): one computation, bit-identical results.
+    same = has_ref and ref_hidden is hidden and ref_weight is weight
+    n_models = 2 if has_ref and not same else 1
+    m = torch.full((n_models, T), float("-inf"), dtype=acc, device=hidden.device)
+    s = torch.zeros((n_models, T), dtype=acc, device=hidden.device)
+    z = torch.zeros((n_models, T), dtype=acc, device=hidden.device)
+    for v0 in range(0, V, bv):
+        w = weight[v0:v0 + bv].to(acc)
+        models = [(hidden, w)]
+        if n_models == 2:
+            rw = w if ref_weight is weight else ref_weight[v0:v0 + bv].to(acc)
+            models.append((ref_hidden, rw))
+        for t0 in range(0, T, bt):
+            lab = labels[t0:t0 + bt]
+            for k, (h_full, w_tile) in enumerate(models):
+                logits = h_full[t0:t0 + bt].to(acc) @ w_tile.T
+                col, inside = _pick(logits, lab, v0)
+                z[k, t0:t0 + bt] += torch.where(inside, logits.gather(1, col).squeeze(1), 0.0)
+                m_old = m[k, t0:t0 + bt]
+                m_new = torch.maximum(m_old, logits.amax(dim=1))
+                s[k, t0:t0 + bt] = s[k, t0:t0 + bt] * torch.exp(m_old - m_new) + torch.exp(
+                    logits - m_new.unsqueeze(1)).sum(dim=1)
+                m[k, t0:t0 + bt] = m_new
+    lse = m + torch.log(s)
+    if has_ref:
+        return lse[0], z[0], lse[-1], z[-1]
+    return lse[0], z[0], None, None
+
+
+def backward_grads(hidden, weight, labels, lse, g_tok, need_hidden: bool, need_weight: bool):
+    """grad_hidden, grad_weight for d(sum_t g_t * logp_t); g_tok is 0 for ignored tokens.
+
+    dlogp_t/dz_t = onehot(y_t) - softmax(z_t); logits tiles are recomputed, gradients accumulate in fp32 and are cast
+    to the input dtype at the end (grad_weight per vocab tile, as each tile's sum is complete after its token loop).
+    """
+    T, H = hidden.shape
+    V = weight.shape[0]
+    acc = acc_dtype(hidden.dtype)
+    bt, bv = tile_sizes(T, V, H)
+    gh = torch.zeros((T, H), dtype=acc, device=hidden.device) if need_hidden else None
+    gw = torch.empty_like(weight) if need_weight else None
+    for v0 in range(0, V, bv):
+        w = weight[v0:v0 + bv].to(acc)
+        gw_tile = torch.zeros_like(w) if need_weight else None
+        for t0 in range(0, T, bt):
+            g = g_tok[t0:t0 + bt]
+            h = hidden[t0:t0 + bt].to(acc)
+            logits = h @ w.T
+            dz = torch.exp(logits - lse[t0:t0 + bt].unsqueeze(1)).mul_(-g.unsqueeze(1))
+            col, inside = _pick(dz, labels[t0:t0 + bt], v0)
+            dz.scatter_add_(1, col, torch.where(inside, g, 0.0).unsqueeze(1))
+            if need_hidden:
+                gh[t0:t0 + bt].addmm_(dz, w)
+            if need_weight:
+                gw_tile.addmm_(dz.T, h)
+        if need_weight:
+            gw[v0:v0 + bv] = gw_tile
+    return (gh.to(hidden.dtype) if need_hidden else None), gw
+
+
+class TorchSeqLogps(torch.autograd.Function):
+    """autograd.Function over the chunked torch path; outputs (logps, ref_logps) with ref_logps non-differentiable."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, labels, seq_index, num_seqs, ref_hidden, ref_weight, ignore_index):
+        mask = labels != ignore_index
+        with torch.no_grad():
+            lse, z, ref_lse, ref_z = forward_stats(hidden, weight, labels, ref_hidden, ref_weight)
+            # lse of ignored tokens is set to 0 so the backward's exp() never sees stale values (their g is 0).
+            lse = torch.where(mask, lse, 0.0)
+            tok = [torch.where(mask, z - lse, 0.0)]
+            if ref_hidden is not None:
+                tok.append(torch.where(mask, ref_z - ref_lse, 0.0))
+            out_dtype = acc_dtype(hidden.dtype)
+            sums = segment_sum(torch.stack(tok), seq_index, num_seqs).to(out_dtype)
+        ctx.save_for_backward(hidden, weight, labels, seq_index, lse, mask)
+        logps = sums[0]
+        ref_logps = sums[1] if ref_hidden is not None else sums.new_empty(0)
+        ctx.mark_non_differentiable(ref_logps)
+        return logps, ref_logps
+
+    @staticmethod
+    def backward(ctx, grad_logps, _grad_ref):
+        hidden, weight, labels, seq_index, lse, mask = ctx.saved_tensors
+        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if not (need_h or need_w):
+            return (None,) * 8
+        acc = acc_dtype(hidden.dtype)
+        g_tok = torch.where(mask, grad_logps.to(acc)[seq_index], 0.0)
+        gh, gw = backward_grads(hidden, weight, labels, lse, g_tok, need_h, need_w)
+        return gh, gw, None, None, None, None, None, None

@@ -1,0 +1,54 @@
+"""The packed micro-batch the trainer consumes: token rows, kernel indices and per-sequence targets.
+
+Several sequences share a row (packing); position ids restart at 0 for each sequence and attention is
+block-diagonal causal, so a packed sequence sees exactly what it would see alone. `labels` are already shifted:
+labels[r, t] is the token that position t predicts, or -100 (prompt, padding, a sequence's last position).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+from torch import Tensor
+
+from ..losses.targets import SeqTargets
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class PackedBatch:
+    input_ids: Tensor
+    """[R, L] int64 token ids, padded with the tokenizer's pad id."""
+    position_ids: Tensor
+    """[R, L] int64, restarting at 0 for every sequence (padding: 0)."""
+    labels: Tensor
+    """[R, L] int64, shifted next-token targets of completion tokens; IGNORE_INDEX elsewhere."""
+    seq_index: Tensor
+    """[R, L] int64 in [0, num_seqs): the sequence a position belongs to (padding: 0, its label ignored)."""
+    pad_mask: Tensor
+    """[R, L] bool, True on row padding."""
+    num_seqs: int
+    """S, sequences in this micro-batch (a pair contributes two)."""
+    targets: SeqTargets
+    """What each sequence is regressed onto."""
+    example_ids: Tensor
+    """[S] int64: the dataset example each sequence comes from (ref-logp cache key, metrics)."""
+    ref_logps: Tensor | None = None
+    """[S] float32 cached reference logps, or None to compute them in the kernel's one pass."""
+
+    @property
+    def num_tokens(self) -> int:
+        """Real (non-padding) tokens: what tokens/s counts."""
+        return int((~self.pad_mask).sum())
+
+    def segment_ids(self) -> Tensor:
+        """[R, L] sequence id per position, -1 on padding (builds the block-diagonal attention mask)."""
+        return torch.where(self.pad_mask, torch.full_like(self.seq_index, -1), self.seq_index)
+
+    def to(self, device: torch.device | str) -> PackedBatch:
+        moved = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            moved[f.name] = v.to(device) if isinstance(v, (Tensor, SeqTargets)) else v
+        return PackedBatch(**moved)

@@ -1,0 +1,15 @@
+"""The UNA loss family (DESIGN.md "The loss contract") and the registry of loss heads."""
+from .dpo import dpo_loss, dpo_losses
+from .heads import LOSSES, HeadOutput, LossHead, get_head
+from .helpsteer import DEFAULT_ATTRIBUTE_WEIGHTS, combine_attributes
+from .kto import kl_estimate, kto_loss, kto_losses
+from .targets import BINARY, KL, PAIR_CHOSEN, PAIR_REJECTED, SCORE, SeqTargets
+from .una_binary import una_binary_loss, una_binary_losses
+from .una_score import normalize_rewards, una_score_loss, una_score_losses
+
+__all__ = [
+    "dpo_loss", "dpo_losses", "kto_loss", "kto_losses", "kl_estimate", "una_binary_loss", "una_binary_losses",
+    "una_score_loss", "una_score_losses", "normalize_rewards", "combine_attributes", "DEFAULT_ATTRIBUTE_WEIGHTS",
+    "LOSSES", "LossHead", "HeadOutput", "get_head", "SeqTargets",
+    "PAIR_CHOSEN", "PAIR_REJECTED", "BINARY", "SCORE", "KL",
+]

@@ -1,0 +1,1 @@
+"""una_hpc.rollout"""
