@@ -68,6 +68,8 @@ class DataConfig:
     """Pack sequences into rows of trainer.max_length (pair-atomic, block-diagonal attention)."""
     ref_cache: bool = True
     """Compute reference logps once and cache them by dataset fingerprint and reference-model hash."""
+    cache_dir: str = "runs/.cache"
+    """Where the reference-logp cache lives (shared across runs and resumes)."""
 
 
 @dataclass

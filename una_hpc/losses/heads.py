@@ -93,6 +93,8 @@ class LossHead:
     feedback_types: tuple[str, ...]
     weighted: bool = False
     """Mixed head: weight types by loss.type_weights (single-type heads use weight 1)."""
+    kl_sequences: bool = False
+    """KTO: the collator adds mismatched (prompt, completion) sequences for the KL estimate z."""
 
     def __call__(self, policy: Tensor, ref: Tensor, targets: SeqTargets, cfg: LossConfig) -> HeadOutput:
         out = HeadOutput()
@@ -108,7 +110,7 @@ class LossHead:
 
 LOSSES: dict[str, LossHead] = {
     "dpo": LossHead("dpo", (pairwise_part,), ("pairwise",)),
-    "kto": LossHead("kto", (kto_part,), ("binary",)),
+    "kto": LossHead("kto", (kto_part,), ("binary",), kl_sequences=True),
     "una_binary": LossHead("una_binary", (binary_part,), ("binary",)),
     "una_score": LossHead("una_score", (score_part,), ("score",)),
     "una_online": LossHead("una_online", (score_part,), ("score",)),

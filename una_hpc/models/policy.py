@@ -1,0 +1,114 @@
+"""Policy and reference models: HF loading, PEFT LoRA, and hidden states for the fused seq_logps kernel.
+
+The trainer never asks the HF model for logits: it runs the decoder (the model minus its lm_head) on packed rows and
+hands hidden states plus the lm_head weight to `una_hpc.kernels.seq_logps`. The reference is the same network with the
+LoRA adapter disabled (same lm_head tensor: the kernel's shared-weight path), or a frozen copy for full fine-tuning.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from ..config import ModelConfig
+from ..data.batch import PackedBatch
+from .attention import packed_forward_kwargs, resolve_attn_implementation
+
+
+def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
+    tok = AutoTokenizer.from_pretrained(str(path))
+    if tok.pad_token is None:  # Llama-style tokenizers ship without one; padding is masked out anyway
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_causal_lm(path: str | Path, attn_impl: str, dtype: torch.dtype = torch.float32) -> nn.Module:
+    if not (Path(path) / "config.json").is_file():
+        raise FileNotFoundError(f"{path}: not an HF model directory (no config.json)")
+    return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation=attn_impl)
+
+
+def apply_lora(model: nn.Module, cfg: ModelConfig) -> nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    targets = [m for m in cfg.lora_target_modules if m in present]
+    if not targets:
+        raise ValueError(f"model.lora_target_modules {cfg.lora_target_modules} match no module of the model")
+    lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=targets, task_type="CAUSAL_LM")
+    return get_peft_model(model, lora)
+
+
+def base_causal_lm(model: nn.Module) -> nn.Module:
+    """The HF *ForCausalLM under optional PEFT / DeepSpeed wrappers."""
+    while True:
+        if hasattr(model, "get_base_model"):
+            model = model.get_base_model()
+        elif hasattr(model, "module") and isinstance(model.module, nn.Module):
+            model = model.module
+        else:
+            return model
+
+
+def decoder_hidden(model: nn.Module, batch: PackedBatch, attn_impl: str) -> Tensor:
+    """Final-norm hidden states [R*L, H] of packed rows (what the lm_head would see), no logits."""
+    lm = base_causal_lm(model)
+    dtype = next(lm.parameters()).dtype
+    kwargs = packed_forward_kwargs(batch.input_ids, batch.position_ids, batch.segment_ids(), attn_impl, dtype)
+    out = lm.get_decoder()(**kwargs, use_cache=False)
+    return out.last_hidden_state.reshape(-1, out.last_hidden_state.shape[-1])
+
+
+def lm_head_weight(model: nn.Module) -> Tensor:
+    """[V, H] output projection (tied embeddings: the embedding matrix itself)."""
+    return base_causal_lm(model).get_output_embeddings().weight
+
+
+@dataclass
+class PolicyPair:
+    """The trained policy and how to get reference hidden states and lm_head weight."""
+
+    policy: nn.Module
+    """HF causal LM, PEFT-wrapped when LoRA is on."""
+    ref: nn.Module | None
+    """Frozen reference for full fine-tuning; None with LoRA (the policy with its adapter disabled) or when
+    reference logps come from the cache."""
+    attn_impl: str
+    lora: bool
+
+    @contextlib.contextmanager
+    def reference(self):
+        """Yields the module that computes the reference forward."""
+        if self.lora:
+            with self.policy.disable_adapter():
+                yield self.policy
+        elif self.ref is not None:
+            yield self.ref
+        else:
+            raise RuntimeError("no reference model loaded (reference logps were expected from the cache)")
+
+    @torch.no_grad()
+    def ref_hidden_and_weight(self, batch: PackedBatch) -> tuple[Tensor, Tensor]:
+        with self.reference() as ref:
+            return decoder_hidden(ref, batch, self.attn_impl), lm_head_weight(ref)
+
+
+def build_policy(cfg: ModelConfig, path: str | Path, device: torch.device, need_ref: bool = True) -> PolicyPair:
+    """Load the policy (and a reference unless LoRA provides it or reference logps are cached)."""
+    attn = resolve_attn_implementation(cfg.attn_implementation, device)
+    policy = load_causal_lm(path, attn).to(device)
+    if cfg.gradient_checkpointing:
+        policy.gradient_checkpointing_enable()
+    if cfg.lora_rank > 0:
+        return PolicyPair(apply_lora(policy, cfg), None, attn, lora=True)
+    ref = None
+    if need_ref:
+        ref = load_causal_lm(cfg.ref_path, attn).to(device) if cfg.ref_path else copy.deepcopy(policy)
+        ref.eval().requires_grad_(False)
+    return PolicyPair(policy, ref, attn, lora=False)

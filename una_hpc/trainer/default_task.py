@@ -1,0 +1,208 @@
+"""The embedded default task, built once and cached: tokenizer, SFT'd tiny base model, scored offline dataset.
+
+    python -m una_hpc.trainer.default_task [task.dir=runs/default] [task.sft_steps=300] [trainer.seed=42]
+
+Steps, each cached in its own folder under `task.dir` and written atomically (built in a temp folder, then renamed;
+the folder holds `_build.json` with the step's parameters, so a rerun with the same parameters reuses it and a
+changed parameter rebuilds that step and the ones after it; a killed build leaves no half-written step):
+  tokenizer/  byte-level BPE trained on task text (una_hpc.models.tiny.train_tokenizer)
+  base/       tiny Llama trained from scratch by SFT on good and imperfect responses (HF dir incl. tokenizer)
+  data/       train.jsonl: `task.num_prompts` train-split prompts x `task.responses_per_prompt` responses sampled
+              from the base model at temperature 1, with the five gold attributes (HelpSteer2 format: prompt,
+              response, helpfulness, correctness, coherence, complexity, verbosity); heldout.jsonl: `prompt` rows
+              from the held-out split (never seen in SFT or in train.jsonl)
+build_log.jsonl records every step as built or reused.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+from ..config import TaskConfig, load_config
+from ..data.synthetic import (ATTRIBUTES, QUALITIES, gold_attributes, make_response, sample_prompts,
+                              sft_examples)
+from ..losses.helpsteer import combine_attributes
+from ..models.tiny import tiny_llama_config, train_tokenizer
+from .evaluate import decode, generate_ids
+from .sft import SFTConfig, train_sft
+
+TASK_VERSION = 1
+"""Bump when the grammar, the gold reward or a recipe constant changes: every cached step is rebuilt."""
+
+
+@dataclass(frozen=True)
+class TaskRecipe:
+    """Fixed choices of the embedded default (sizes measured to build in minutes on 2 CPU cores)."""
+
+    vocab_size: int = 512
+    hidden_size: int = 128
+    layers: int = 4
+    heads: int = 2
+    """head_dim = hidden_size / heads = 64 (vLLM's CPU attention needs >= 64)."""
+    kv_heads: int = 1
+    sft_batch_size: int = 32
+    sft_lr: float = 3e-3
+    train_pool: int = 4000
+    """Distinct train-split prompts the SFT data is drawn from (the dataset uses the first task.num_prompts)."""
+    heldout_prompts: int = 256
+    max_new_tokens: int = 48
+    gen_batch_size: int = 64
+    tokenizer_texts: int = 3000
+
+
+@dataclass(frozen=True)
+class DefaultTask:
+    dir: Path
+    model_dir: Path
+    """The SFT'd base model: an HF dir with its tokenizer."""
+    train_path: Path
+    """HelpSteer2-format jsonl (prompt, response, five attributes 0-4)."""
+    heldout_path: Path
+    """jsonl with a `prompt` field: held-out prompts for evaluation."""
+
+    def heldout_prompts(self) -> list[str]:
+        with open(self.heldout_path) as f:
+            return [json.loads(line)["prompt"] for line in f if line.strip()]
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    with open(path, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+
+
+def _step(task_dir: Path, name: str, params: dict, build: Callable[[Path], dict], log: Callable[[str], None]) -> Path:
+    """Reuse `task_dir/name` if its marker has these params, else build it in a temp dir and rename it in place."""
+    params = json.loads(json.dumps(params))
+    final = task_dir / name
+    marker = final / "_build.json"
+    for stale in task_dir.glob(f".{name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    t0 = time.perf_counter()
+    if marker.is_file() and json.loads(marker.read_text()).get("params") == params:
+        action = "reused"
+    else:
+        if final.exists():
+            log(f"[task] {name}: parameters changed, rebuilding")
+        tmp = task_dir / f".{name}.tmp-{os.getpid()}"
+        tmp.mkdir(parents=True)
+        info = build(tmp)
+        (tmp / "_build.json").write_text(json.dumps(
+            {"params": params, "seconds": time.perf_counter() - t0, **info}, indent=1))
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        action = "built"
+    seconds = time.perf_counter() - t0
+    log(f"[task] {name}: {action} ({seconds:.1f}s) -> {final}")
+    with open(task_dir / "build_log.jsonl", "a") as f:
+        f.write(json.dumps({"time": time.time(), "step": name, "action": action, "seconds": seconds}) + "\n")
+    return final
+
+
+def _tokenizer_texts(prompts: list[str], n: int, seed: int) -> list[str]:
+    import random
+
+    rng = random.Random(f"{seed}:tokenizer")
+    texts = []
+    for i in range(n):
+        p = prompts[i % len(prompts)]
+        texts += [p, make_response(p, QUALITIES[i % len(QUALITIES)], rng)]
+    return texts
+
+
+def score_distribution(scores: list[float], per_prompt: int) -> dict:
+    """Summary of dataset gold scores: mean, std, quantiles, a 10-bin histogram, mean within-prompt spread."""
+    q = statistics.quantiles(scores, n=10) if len(scores) > 1 else scores * 9
+    groups = [scores[i:i + per_prompt] for i in range(0, len(scores), per_prompt)]
+    return {
+        "n": len(scores), "mean": statistics.fmean(scores),
+        "std": statistics.pstdev(scores), "deciles": [round(x, 4) for x in q],
+        "histogram": [sum(1 for s in scores if min(int(s * 10), 9) == b) for b in range(10)],
+        "within_prompt_std": statistics.fmean(statistics.pstdev(g) for g in groups) if per_prompt > 1 else 0.0,
+        "prompts_with_spread": sum(1 for g in groups if max(g) > min(g)) / len(groups),
+    }
+
+
+def build_default_task(task_cfg: TaskConfig, seed: int, recipe: TaskRecipe = TaskRecipe(),
+                       log: Callable[[str], None] = print) -> DefaultTask:
+    """Build (or reuse) the embedded default task under `task_cfg.dir`; see the module docstring."""
+    task_dir = Path(task_cfg.dir)
+    task_dir.mkdir(parents=True, exist_ok=True)
+    pool_size = max(recipe.train_pool, task_cfg.num_prompts)
+    train_prompts = sample_prompts(pool_size, seed, "train")
+    base_params = {"version": TASK_VERSION, "seed": seed, "recipe": asdict(recipe)}
+
+    def build_tokenizer(out: Path) -> dict:
+        tok = train_tokenizer(_tokenizer_texts(train_prompts, recipe.tokenizer_texts, seed), out,
+                              vocab_size=recipe.vocab_size)
+        return {"vocab": len(tok)}
+
+    tok_dir = _step(task_dir, "tokenizer", base_params, build_tokenizer, log)
+
+    def build_base(out: Path) -> dict:
+        tok = AutoTokenizer.from_pretrained(str(tok_dir))
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(tiny_llama_config(tok, hidden_size=recipe.hidden_size, layers=recipe.layers,
+                                                   heads=recipe.heads, kv_heads=recipe.kv_heads))
+        model.generation_config.pad_token_id = tok.pad_token_id
+        cfg = SFTConfig(steps=task_cfg.sft_steps, batch_size=recipe.sft_batch_size, lr=recipe.sft_lr, seed=seed,
+                        log_every=max(1, task_cfg.sft_steps // 6))
+        pairs = sft_examples(train_prompts, task_cfg.sft_steps * recipe.sft_batch_size, seed)
+        log(f"[task] base: SFT of a {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M-param tiny Llama, "
+            f"{cfg.steps} steps x {cfg.batch_size}")
+        rows = train_sft(model, tok, pairs, cfg, metrics_path=out / "sft_metrics.jsonl", log=log)
+        model.save_pretrained(str(out))
+        tok.save_pretrained(str(out))
+        return {"final_loss": rows[-1]["loss"] if rows else None}
+
+    base_dir = _step(task_dir, "base", {**base_params, "sft_steps": task_cfg.sft_steps}, build_base, log)
+
+    def build_data(out: Path) -> dict:
+        tok = AutoTokenizer.from_pretrained(str(base_dir))
+        model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+        prompts = train_prompts[: task_cfg.num_prompts]
+        repeated = [p for p in prompts for _ in range(task_cfg.responses_per_prompt)]
+        log(f"[task] data: sampling {len(repeated)} responses at temperature 1")
+        ids = generate_ids(model, tok, repeated, max_new_tokens=recipe.max_new_tokens, temperature=1.0,
+                           batch_size=recipe.gen_batch_size, seed=seed)
+        rows, scores = [], []
+        for p, x in zip(repeated, ids):
+            r = decode(tok, x)
+            attrs = gold_attributes(p, r)
+            rows.append({"prompt": p, "response": r, **{a: attrs[a] for a in ATTRIBUTES}})
+            scores.append(combine_attributes(attrs))
+        _write_jsonl(out / "train.jsonl", rows)
+        _write_jsonl(out / "heldout.jsonl", [{"prompt": p} for p in sample_prompts(recipe.heldout_prompts, seed,
+                                                                                    "heldout")])
+        dist = score_distribution(scores, task_cfg.responses_per_prompt)
+        log(f"[task] data: gold score mean {dist['mean']:.3f} std {dist['std']:.3f}, within-prompt std "
+            f"{dist['within_prompt_std']:.3f}, histogram {dist['histogram']}")
+        return {"gold_score": dist}
+
+    data_params = {**base_params, "sft_steps": task_cfg.sft_steps, "num_prompts": task_cfg.num_prompts,
+                   "responses_per_prompt": task_cfg.responses_per_prompt}
+    data_dir = _step(task_dir, "data", data_params, build_data, log)
+    return DefaultTask(dir=task_dir, model_dir=base_dir, train_path=data_dir / "train.jsonl",
+                       heldout_path=data_dir / "heldout.jsonl")
+
+
+def main(argv: list[str]) -> None:
+    cfg = load_config(None, argv)
+    t0 = time.perf_counter()
+    task = build_default_task(cfg.task, cfg.trainer.seed)
+    print(f"[task] ready in {time.perf_counter() - t0:.1f}s: model {task.model_dir}, data {task.train_path}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,60 @@
+"""What a run trains on: the model dir and the dataset, validated and tokenized before anything is written.
+
+With model.path and data.path set they are used as given; an empty one is filled from the embedded default task
+(built on first use under task.dir, rank 0 only). Invalid data raises DataError carrying every problem line, before
+the output dir, a checkpoint or a reference-logp cache exists.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import Config
+from ..data.convert import to_examples
+from ..data.io import DataError, load_table
+from ..data.tokenize import TokenizedExample, tokenize_examples
+from ..data.validate import validate
+
+VIEW_OF_LOSS = {"dpo": "pairwise", "kto": "binary", "una_binary": "binary", "una_score": "score",
+                "mixed": "mixed", "una_online": "score"}
+
+
+@dataclass
+class RunInputs:
+    model_path: Path
+    data_path: Path | None
+    data_format: str
+    eval_path: Path | None
+
+
+def resolve_inputs(cfg: Config, *, is_main: bool = True, barrier=lambda: None) -> RunInputs:
+    model, data, fmt, eval_path = cfg.model.path, cfg.data.path, cfg.data.format, cfg.data.eval_path
+    if not model or not data:
+        from .default_task import build_default_task  # only the embedded default needs it
+
+        task = build_default_task(cfg.task, cfg.trainer.seed) if is_main else None
+        barrier()
+        if task is None:
+            task = build_default_task(cfg.task, cfg.trainer.seed)  # cached: other ranks just read the paths
+        model = model or str(task.base_model_dir)
+        if not data:
+            data, fmt = str(task.train_data), "helpsteer2"
+            eval_path = eval_path or str(task.heldout_prompts)
+    return RunInputs(Path(model), Path(data) if data else None, fmt,
+                     Path(eval_path) if eval_path else None)
+
+
+def load_training_data(cfg: Config, inputs: RunInputs, tokenizer) -> list[TokenizedExample]:
+    """Load, validate (all problems at once), convert to the loss's feedback view, tokenize."""
+    source = str(inputs.data_path)
+    table = load_table(inputs.data_path)
+    problems = validate(table, inputs.data_format, source, tokenizer=tokenizer,
+                        max_prompt_length=cfg.data.max_prompt_length, truncation=cfg.data.truncation)
+    if problems:
+        raise DataError(problems)
+    view = cfg.data.view if cfg.data.view != "auto" else VIEW_OF_LOSS.get(cfg.loss.name, "score")
+    examples = to_examples(table, inputs.data_format, view, cfg.data)
+    if not examples:
+        raise DataError.one(source, f"no training example of the '{view}' view could be derived")
+    return tokenize_examples(examples, tokenizer, max_length=cfg.trainer.max_length,
+                             max_prompt_length=cfg.data.max_prompt_length, truncation=cfg.data.truncation)
