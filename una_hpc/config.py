@@ -109,6 +109,10 @@ class PPOConfig:
     """GAE lambda."""
     epochs: int = 2
     """PPO epochs per rollout batch."""
+    kl_estimator: Literal["k1", "k2", "k3", "abs"] = "k1"
+    """Per-token KL estimate in the reward (k1 = logp - ref_logp, as TRL/OpenRLHF)."""
+    whiten_advantages: bool = True
+    """Whiten advantages over each rollout batch's response tokens."""
 
 
 @dataclass

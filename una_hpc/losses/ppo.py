@@ -1,0 +1,294 @@
+"""PPO baseline math (the RLHF comparison for online UNA), on padded per-token [B, T] tensors with a response mask.
+
+Conventions (shared by every function here):
+- Position t of a row holds per-token quantities of response token t: its log-prob under the policy / the rollout
+  policy / the reference, the critic's value of the state in which it was generated, its reward. `mask` [B, T] is 1
+  on response tokens and 0 on prompt and padding; a row's trajectory is its masked positions in order (a mask with
+  gaps, e.g. tool output between turns, skips the gap). Per-token log-probs come from the fused kernel
+  (`una_hpc.kernels.seq_logps`) by giving every token its own seq_index.
+- All math is fp32 whatever the input dtype; every result is 0 at unmasked positions, and values there (even inf/nan
+  from padding) neither reach a result nor get a gradient.
+- Bad arguments raise a one-line ValueError.
+
+Rewards follow TRL/OpenRLHF: r_t = -kl_coef * kl_t on every response token, plus the sequence score at the last
+response token. GAE treats the value after a row's last response token as 0 (the episode ends there). The value loss
+is 0.5 * max((V - R)^2, (V_clip - R)^2), the 0.5 factor as in TRL and OpenRLHF, so vf_coef means the same as there.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from ..config import PPOConfig
+
+KLEstimator = Literal["k1", "k2", "k3", "abs"]
+KL_ESTIMATORS: tuple[str, ...] = ("k1", "k2", "k3", "abs")
+
+
+def _token_tensor(name: str, x: Tensor) -> Tensor:
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got {type(x).__name__}"
+                         f"{'' if not isinstance(x, Tensor) else ' of ' + str(x.dtype)}")
+    if x.dim() != 2:
+        raise ValueError(f"{name} must be 2-D [batch, tokens], got shape {tuple(x.shape)}")
+    return x.float()
+
+
+def _mask(mask: Tensor, like: Tensor) -> Tensor:
+    """The mask as fp32 0/1, checked against the shape of `like`."""
+    if not isinstance(mask, Tensor):
+        raise ValueError(f"mask must be a tensor, got {type(mask).__name__}")
+    if tuple(mask.shape) != tuple(like.shape):
+        raise ValueError(f"shape mismatch: mask{list(mask.shape)} vs values{list(like.shape)}")
+    m = mask.float()
+    if m.numel() and not torch.all((m == 0) | (m == 1)):
+        raise ValueError("mask must hold only 0 and 1")
+    return m
+
+
+def _on(x: Tensor, m: Tensor) -> Tensor:
+    """x on the mask, 0 off it (selected, not multiplied: inf/nan padding neither leaks nor gets a nan gradient)."""
+    return torch.where(m > 0, x, torch.zeros_like(x))
+
+
+def _same_shape(**tensors: Tensor) -> None:
+    shapes = {k: tuple(v.shape) for k, v in tensors.items()}
+    if len(set(shapes.values())) > 1:
+        raise ValueError("shape mismatch: " + ", ".join(f"{k}{list(s)}" for k, s in shapes.items()))
+
+
+def _non_negative(name: str, value: float) -> None:
+    if not value >= 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+
+
+def masked_sum(x: Tensor, mask: Tensor) -> Tensor:
+    """sum of x over mask (entries off the mask may be inf/nan: they are selected away, not multiplied by 0)."""
+    return torch.where(mask > 0, x, torch.zeros_like(x)).sum()
+
+
+def masked_mean(x: Tensor, mask: Tensor, token_count: float | None = None) -> Tensor:
+    """sum(x * mask) / token_count, token_count defaulting to mask.sum() (at least 1)."""
+    if token_count is None:
+        return masked_sum(x, mask) / mask.sum().clamp(min=1)
+    if not token_count > 0:
+        raise ValueError(f"token_count must be > 0, got {token_count}")
+    return masked_sum(x, mask) / float(token_count)
+
+
+def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, kl_estimator: KLEstimator = "k1") -> Tensor:
+    """Per-token KL estimate from log-ratios d = logp - ref_logp of sampled tokens (Schulman's k1/k2/k3).
+
+    k1 = d (unbiased, can be negative), k2 = d^2 / 2, k3 = exp(-d) - 1 + d (unbiased, >= 0), abs = |d|.
+    """
+    d = logprobs.float() - ref_logprobs.float()
+    if kl_estimator == "k1":
+        return d
+    if kl_estimator == "k2":
+        return 0.5 * d * d
+    if kl_estimator == "k3":
+        return torch.expm1(-d) + d
+    if kl_estimator == "abs":
+        return d.abs()
+    raise ValueError(f"kl_estimator must be one of {', '.join(KL_ESTIMATORS)}, got {kl_estimator!r}")
+
+
+def last_token_index(mask: Tensor) -> Tensor:
+    """[B] index of each row's last masked position; ValueError if a row has none."""
+    m = mask.float()
+    if m.numel() and bool((m.sum(dim=1) == 0).any()):
+        row = int(torch.nonzero(m.sum(dim=1) == 0)[0])
+        raise ValueError(f"row {row} has no response token (mask is all 0)")
+    positions = torch.arange(m.shape[1], device=m.device).expand_as(m)
+    return torch.where(m > 0, positions, torch.full_like(positions, -1)).max(dim=1).values
+
+
+@torch.no_grad()
+def kl_penalized_rewards(logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor, scores: Tensor, kl_coef: float,
+                         kl_estimator: KLEstimator = PPOConfig.kl_estimator) -> tuple[Tensor, Tensor]:
+    """Per-token rewards [B, T] = -kl_coef * kl, plus scores[b] at row b's last response token; and kl [B, T].
+
+    `logprobs` are the rollout policy's log-probs of the sampled tokens, `scores` [B] the sequence rewards (e.g.
+    reward-model outputs). Both results are detached and 0 off the mask.
+    """
+    lp, ref = _token_tensor("logprobs", logprobs), _token_tensor("ref_logprobs", ref_logprobs)
+    _same_shape(logprobs=lp, ref_logprobs=ref)
+    m = _mask(mask, lp)
+    if not isinstance(scores, Tensor) or scores.dim() != 1 or scores.shape[0] != lp.shape[0]:
+        shape = tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
+        raise ValueError(f"scores must be [{lp.shape[0]}] (one per row), got {shape}")
+    _non_negative("kl_coef", kl_coef)
+    kl = kl_penalty(_on(lp, m), _on(ref, m), kl_estimator)  # 0 off the mask for every estimator
+    rewards = -kl_coef * kl
+    last = last_token_index(m)
+    rewards[torch.arange(lp.shape[0], device=lp.device), last] += scores.float()
+    return rewards, kl
+
+
+@torch.no_grad()
+def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float) -> tuple[Tensor, Tensor]:
+    """Generalized advantage estimation over each row's masked positions; returns (advantages, returns) [B, T].
+
+    delta_t = r_t + gamma * V_next - V_t and A_t = delta_t + gamma * lam * A_next, where "next" is the row's next
+    masked position and V_next = A_next = 0 after its last one. returns = advantages + values. No gradient.
+    """
+    r, v = _token_tensor("rewards", rewards), _token_tensor("values", values)
+    _same_shape(rewards=r, values=v)
+    m = _mask(mask, r)
+    if not 0 <= gamma <= 1 or not 0 <= lam <= 1:
+        raise ValueError(f"gamma and lam must lie in [0, 1], got gamma={gamma}, lam={lam}")
+    b, t_len = r.shape
+    advantages = torch.zeros_like(r)
+    next_value = r.new_zeros(b)
+    next_adv = r.new_zeros(b)
+    for t in reversed(range(t_len)):
+        on = m[:, t] > 0
+        delta = r[:, t] + gamma * next_value - v[:, t]
+        adv = delta + gamma * lam * next_adv
+        advantages[:, t] = torch.where(on, adv, torch.zeros_like(adv))
+        next_value = torch.where(on, v[:, t], next_value)
+        next_adv = torch.where(on, adv, next_adv)
+    returns = _on(advantages + v, m)
+    return advantages, returns
+
+
+def whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8) -> Tensor:
+    """Masked whitening: (x - mean) / sqrt(var + eps) over masked entries (unbiased var, as TRL's masked_whiten).
+
+    shift_mean=False adds the mean back (scale only, as for rewards). Unmasked positions come back 0.
+    """
+    xf = _token_tensor("x", x)
+    m = _mask(mask, xf)
+    n = m.sum()
+    if n == 0:
+        raise ValueError("cannot whiten: mask selects no element")
+    mean = masked_sum(xf, m) / n
+    var = masked_sum((xf - mean) ** 2, m) / (n - 1).clamp(min=1)
+    out = (xf - mean) * torch.rsqrt(var + eps)
+    if not shift_mean:
+        out = out + mean
+    return _on(out, m)
+
+
+def ppo_policy_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, clip_range: float,
+                    token_count: float | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    """Clipped surrogate: mean over tokens of max(-A * ratio, -A * clip(ratio, 1-eps, 1+eps)), ratio = e^(lp-old).
+
+    `token_count` replaces mask.sum() as the divisor (the optimizer step's response-token total under gradient
+    accumulation, so any micro-batch split gives the same gradient). Stats (detached scalars): clipfrac (fraction of
+    tokens where the clipped term is taken), approx_kl (0.5 * mean (lp - old)^2, as TRL), ratio (mean ratio).
+    """
+    lp, old = _token_tensor("logprobs", logprobs), _token_tensor("old_logprobs", old_logprobs)
+    adv = _token_tensor("advantages", advantages)
+    _same_shape(logprobs=lp, old_logprobs=old, advantages=adv)
+    m = _mask(mask, lp)
+    _non_negative("clip_range", clip_range)
+    lp, old, adv = _on(lp, m), _on(old.detach(), m), _on(adv.detach(), m)
+    log_ratio = lp - old
+    ratio = torch.exp(log_ratio)
+    unclipped = -adv * ratio
+    clipped = -adv * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
+    loss = masked_mean(torch.maximum(unclipped, clipped), m, token_count)
+    with torch.no_grad():
+        stats = {"clipfrac": masked_mean((clipped > unclipped).float(), m),
+                 "approx_kl": 0.5 * masked_mean(log_ratio ** 2, m),
+                 "ratio": masked_mean(ratio, m)}
+    return loss, stats
+
+
+def ppo_value_loss(values: Tensor, old_values: Tensor, returns: Tensor, mask: Tensor, clip_range_value: float,
+                   token_count: float | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    """Clipped value loss: 0.5 * mean over tokens of max((V - R)^2, (V_clip - R)^2), V_clip = old + clip(V - old).
+
+    The 0.5 factor follows TRL and OpenRLHF. Stats (detached scalars): vf_clipfrac (fraction of tokens where the
+    clipped error is taken), value_error (mean (V - R)^2).
+    """
+    v, old = _token_tensor("values", values), _token_tensor("old_values", old_values)
+    ret = _token_tensor("returns", returns)
+    _same_shape(values=v, old_values=old, returns=ret)
+    m = _mask(mask, v)
+    _non_negative("clip_range_value", clip_range_value)
+    v, old, ret = _on(v, m), _on(old.detach(), m), _on(ret.detach(), m)
+    v_clipped = old + torch.clamp(v - old, -clip_range_value, clip_range_value)
+    err = (v - ret) ** 2
+    err_clipped = (v_clipped - ret) ** 2
+    loss = 0.5 * masked_mean(torch.maximum(err, err_clipped), m, token_count)
+    with torch.no_grad():
+        stats = {"vf_clipfrac": masked_mean((err_clipped > err).float(), m), "value_error": masked_mean(err, m)}
+    return loss, stats
+
+
+@dataclass(frozen=True)
+class PPOTargets:
+    """What one rollout batch is trained toward during the PPO epochs (all detached, [B, T])."""
+
+    rewards: Tensor
+    kl: Tensor
+    advantages: Tensor
+    """Whitened over the batch when PPOLoss.whiten_advantages (the default, as TRL)."""
+    returns: Tensor
+
+    def rows(self, index: Tensor | slice) -> PPOTargets:
+        """The targets of some rows (a PPO micro-batch)."""
+        return PPOTargets(self.rewards[index], self.kl[index], self.advantages[index], self.returns[index])
+
+
+@dataclass(frozen=True)
+class PPOLoss:
+    """PPO hyper-parameters + the two steps the trainer needs; numeric defaults are PPOConfig's (read, not copied).
+
+        ppo = PPOLoss.from_config(cfg.ppo)
+        targets = ppo.targets(old_logprobs, ref_logprobs, old_values, mask, scores)    # once per rollout batch
+        loss, stats = ppo(logprobs, old_logprobs, values, old_values, targets, mask)   # every PPO micro-batch
+    """
+
+    kl_coef: float = PPOConfig.kl_coef
+    clip_range: float = PPOConfig.clip_range
+    clip_range_value: float = PPOConfig.clip_range_value
+    vf_coef: float = PPOConfig.vf_coef
+    gamma: float = PPOConfig.gamma
+    lam: float = PPOConfig.lam
+    kl_estimator: KLEstimator = PPOConfig.kl_estimator
+    """Per-token KL estimate in the reward (PPOConfig has no key for it yet)."""
+    whiten_advantages: bool = PPOConfig.whiten_advantages
+    """Whiten advantages over the rollout batch's response tokens (TRL / OpenRLHF default)."""
+
+    def __post_init__(self) -> None:
+        if self.kl_estimator not in KL_ESTIMATORS:
+            raise ValueError(f"kl_estimator must be one of {', '.join(KL_ESTIMATORS)}, got {self.kl_estimator!r}")
+        for name in ("kl_coef", "clip_range", "clip_range_value", "vf_coef"):
+            _non_negative(name, getattr(self, name))
+        if not 0 <= self.gamma <= 1 or not 0 <= self.lam <= 1:
+            raise ValueError(f"gamma and lam must lie in [0, 1], got gamma={self.gamma}, lam={self.lam}")
+
+    @classmethod
+    def from_config(cls, cfg: PPOConfig, **overrides: object) -> PPOLoss:
+        """Take every PPOConfig field this dataclass has (extra config keys such as `epochs` are the trainer's)."""
+        names = set(cls.__dataclass_fields__)
+        values = {k: v for k, v in vars(cfg).items() if k in names}
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
+    @torch.no_grad()
+    def targets(self, logprobs: Tensor, ref_logprobs: Tensor, values: Tensor, mask: Tensor,
+                scores: Tensor) -> PPOTargets:
+        """Rollout batch -> KL-shaped rewards -> GAE -> (whitened) advantages and returns."""
+        rewards, kl = kl_penalized_rewards(logprobs, ref_logprobs, mask, scores, self.kl_coef, self.kl_estimator)
+        advantages, returns = gae(rewards, values, mask, self.gamma, self.lam)
+        if self.whiten_advantages:
+            advantages = whiten(advantages, mask)
+        return PPOTargets(rewards, kl, advantages, returns)
+
+    def __call__(self, logprobs: Tensor, old_logprobs: Tensor, values: Tensor, old_values: Tensor,
+                 targets: PPOTargets, mask: Tensor,
+                 token_count: float | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """policy_loss + vf_coef * value_loss, with both losses' stats plus `policy_loss` and `value_loss`."""
+        pg, pg_stats = ppo_policy_loss(logprobs, old_logprobs, targets.advantages, mask, self.clip_range,
+                                       token_count)
+        vf, vf_stats = ppo_value_loss(values, old_values, targets.returns, mask, self.clip_range_value,
+                                      token_count)
+        stats = {**pg_stats, **vf_stats, "policy_loss": pg.detach(), "value_loss": vf.detach()}
+        return pg + self.vf_coef * vf, stats
