@@ -14,7 +14,7 @@ import sys
 
 from .config import ConfigError, load_config
 
-FORMATS = ("pairwise", "binary", "score", "helpsteer2", "conversational", "text")
+from .data.formats import FORMATS
 
 
 def _train(args) -> int:
@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
     check = data.add_parser("check", help="validate a dataset file; one line per problem")
     check.add_argument("file")
-    check.add_argument("--format", required=True, choices=FORMATS)
+    check.add_argument("--format", required=True, choices=sorted(FORMATS))
     check.set_defaults(fn=_data_check)
     return p
 

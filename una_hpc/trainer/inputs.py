@@ -10,13 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Config
-from ..data.convert import to_examples
+from ..data.convert import resolve_view, to_examples
 from ..data.io import DataError, load_table
 from ..data.tokenize import TokenizedExample, tokenize_examples
 from ..data.validate import validate
-
-VIEW_OF_LOSS = {"dpo": "pairwise", "kto": "binary", "una_binary": "binary", "una_score": "score",
-                "mixed": "mixed", "una_online": "score"}
 
 
 @dataclass
@@ -36,10 +33,10 @@ def resolve_inputs(cfg: Config, *, is_main: bool = True, barrier=lambda: None) -
         barrier()
         if task is None:
             task = build_default_task(cfg.task, cfg.trainer.seed)  # cached: other ranks just read the paths
-        model = model or str(task.base_model_dir)
+        model = model or str(task.model_dir)
         if not data:
-            data, fmt = str(task.train_data), "helpsteer2"
-            eval_path = eval_path or str(task.heldout_prompts)
+            data, fmt = str(task.train_path), "helpsteer2"
+            eval_path = eval_path or str(task.heldout_path)
     return RunInputs(Path(model), Path(data) if data else None, fmt,
                      Path(eval_path) if eval_path else None)
 
@@ -49,12 +46,14 @@ def load_training_data(cfg: Config, inputs: RunInputs, tokenizer) -> list[Tokeni
     source = str(inputs.data_path)
     table = load_table(inputs.data_path)
     problems = validate(table, inputs.data_format, source, tokenizer=tokenizer,
-                        max_prompt_length=cfg.data.max_prompt_length, truncation=cfg.data.truncation)
+                        max_prompt_length=cfg.data.max_prompt_length, truncation=cfg.data.truncation,
+                        max_length=cfg.trainer.max_length, attribute_weights=cfg.data.attribute_weights)
     if problems:
         raise DataError(problems)
-    view = cfg.data.view if cfg.data.view != "auto" else VIEW_OF_LOSS.get(cfg.loss.name, "score")
-    examples = to_examples(table, inputs.data_format, view, cfg.data)
+    view = resolve_view(cfg.data.view, cfg.loss.name)
+    examples = to_examples(table, inputs.data_format, view, cfg.data, source)
     if not examples:
         raise DataError.one(source, f"no training example of the '{view}' view could be derived")
     return tokenize_examples(examples, tokenizer, max_length=cfg.trainer.max_length,
-                             max_prompt_length=cfg.data.max_prompt_length, truncation=cfg.data.truncation)
+                             max_prompt_length=cfg.data.max_prompt_length, truncation=cfg.data.truncation,
+                             source=source)

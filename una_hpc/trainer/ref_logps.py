@@ -1,75 +1,73 @@
 """Reference logps computed once (batched, no grad) and cached by dataset fingerprint and reference-model hash.
 
 With the cache the training step runs the kernel for the policy only and, for full fine-tuning, no reference copy
-of the model is held at all: the table is computed from the policy's initial weights before the first step (the
-reference *is* the initial policy), or from model.ref_path when set; with LoRA from the adapter-disabled model.
+of the model is held at all: the table is computed from the policy's initial weights before the first step and
+before a resume loads a checkpoint (the reference *is* the initial policy), or from model.ref_path when set; with
+LoRA from the adapter-disabled model (the fingerprint skips the adapter, so a resume hits the same key).
 """
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as tdist
 from torch import Tensor
 
 from ..config import Config
-from ..data.batch import PackedBatch
 from ..data.packing import collate
-from ..data.ref_cache import RefLogpCache, dataset_fingerprint, model_fingerprint
+from ..data.ref_cache import RefLogpCache, dataset_fingerprint, model_fingerprint, split_by_example
 from ..kernels import seq_logps
-from ..losses import PAIR_REJECTED
 from ..models.policy import PolicyPair, decoder_hidden, lm_head_weight, load_causal_lm
 from .sampler import micro_batches
 
 
-@dataclass
-class RefTable:
-    values: dict[int, Tensor]
-    """example_id -> [sequences of the example] fp32 reference logps (pairs: chosen, rejected)."""
-
-    def for_batch(self, batch: PackedBatch) -> Tensor:
-        seq_no = (batch.targets.kind == PAIR_REJECTED).long().tolist()
-        return torch.stack([self.values[e][k] for e, k in zip(batch.example_ids.tolist(), seq_no)])
-
-
 @torch.no_grad()
 def _compute(model, attn_impl: str, data, pad_id: int, cfg: Config, device) -> dict[int, Tensor]:
+    was_training = model.training
     model.eval()
-    found: dict[int, dict[int, float]] = {}
-    size = cfg.trainer.micro_batch_size or cfg.trainer.batch_size
-    for idx in micro_batches(list(range(len(data))), size):
+    values: dict[int, Tensor] = {}
+    for idx in micro_batches(list(range(len(data))), cfg.trainer.micro_batch_size or cfg.trainer.batch_size):
         batch = collate([data[i] for i in idx], pad_id, row_length=cfg.trainer.max_length).to(device)
         hidden = decoder_hidden(model, batch, attn_impl)
         logps, _ = seq_logps(hidden, lm_head_weight(model).to(hidden.dtype), batch.labels.reshape(-1),
                              batch.seq_index.reshape(-1), batch.num_seqs)
-        seq_no = (batch.targets.kind == PAIR_REJECTED).long().tolist()
-        for s, (e, k) in enumerate(zip(batch.example_ids.tolist(), seq_no)):
-            found.setdefault(e, {})[k] = logps[s].item()
-    model.train()
-    return {e: torch.tensor([seqs[k] for k in sorted(seqs)], dtype=torch.float32) for e, seqs in found.items()}
+        values.update(split_by_example(batch, logps))
+    model.train(was_training)
+    return values
 
 
-def reference_logps(pair: PolicyPair, data, cfg: Config, inputs, dist, pad_id: int) -> RefTable:
-    """Every rank computes its shard of the table; all ranks get the whole table."""
-    ref_source = cfg.model.ref_path or str(inputs.model_path)
-    ref_model = load_causal_lm(cfg.model.ref_path, pair.attn_impl).to(dist.device) if cfg.model.ref_path else None
-    fp_model = model_fingerprint(ref_model if ref_model is not None else pair.policy) + f":{Path(ref_source).name}"
-    cache = RefLogpCache(Path(cfg.data.cache_dir) / "ref_logps", dataset_fingerprint(data), fp_model)
-    values = cache.load()
-    if values is not None:
-        if dist.is_main:
-            print(f"reference logps: cache hit ({len(values)} examples)")
-        return RefTable(values)
+def _gather(part: dict[int, Tensor], world_size: int) -> dict[int, Tensor]:
+    if world_size == 1:
+        return part
+    parts: list = [None] * world_size
+    tdist.all_gather_object(parts, part)
+    return {k: v for p in parts for k, v in p.items()}
+
+
+def reference_logps(pair: PolicyPair, data, cfg: Config, model_path: Path, dist, device,
+                    pad_id: int) -> RefLogpCache:
+    """Every rank computes its shard of the table; every rank returns the whole, loaded cache."""
+    ref_model = load_causal_lm(cfg.model.ref_path, pair.attn_impl).to(device) if cfg.model.ref_path else None
+    fingerprint = model_fingerprint(ref_model if ref_model is not None else pair.policy, skip=("lora_",))
+    cache = RefLogpCache(Path(cfg.data.cache_dir) / "ref_logps", dataset_fingerprint(data), fingerprint,
+                         extra=f"{cfg.model.ref_path or model_path}|{cfg.trainer.max_length}")
+    if cache.load() is not None:
+        if dist.rank == 0:
+            print(f"reference logps: cache hit {cache.path}")
+        return cache
     mine = data[dist.rank::dist.world_size]
     if ref_model is not None:
-        part = _compute(ref_model, pair.attn_impl, mine, pad_id, cfg, dist.device)
-    else:
-        with pair.reference() if pair.lora else contextlib.nullcontext(pair.policy) as model:
-            part = _compute(model, pair.attn_impl, mine, pad_id, cfg, dist.device)
-    values = dist.gather_dicts(part)
-    if dist.is_main:
+        scope = contextlib.nullcontext(ref_model)
+    else:  # LoRA: adapter off; full fine-tuning: the untouched initial policy
+        scope = pair.reference() if pair.lora else contextlib.nullcontext(pair.policy)
+    with scope as model:
+        part = _compute(model, pair.attn_impl, mine, pad_id, cfg, device)
+    values = _gather(part, dist.world_size)
+    if dist.rank == 0:
         cache.save(values)
-        print(f"reference logps: computed for {len(values)} examples, cached in {cache.path}")
-    return RefTable(values)
-
+        print(f"reference logps: computed for {len(values)} examples -> {cache.path}")
+    if dist.world_size > 1:
+        tdist.barrier()
+    cache.load()
+    return cache

@@ -1,7 +1,7 @@
 """One optimizer step on packed micro-batches: the part the offline and online loops share.
 
-    hidden = decoder(policy, batch)                      # no logits
-    logps, ref_logps = seq_logps(hidden, lm_head.weight, labels, seq_index, S, ref_hidden=..., ref_weight=...)
+    hidden = engine.hidden_states(packed rows)           # the HF forward with no logits
+    logps, ref_logps = engine.seq_logps(hidden, labels, seq_index, S, ref_hidden=..., ref_weight=...)
     head(logps, ref_logps, targets) -> per-type loss sums -> / global counts -> engine.backward
 
 Gradient accumulation uses a global normalizer: each micro-batch's loss sum is divided by the example counts of the
@@ -9,7 +9,6 @@ whole optimizer step (over all data-parallel ranks), so any micro-batch split gi
 """
 from __future__ import annotations
 
-import contextlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -18,38 +17,41 @@ from torch import Tensor
 
 from ..config import Config
 from ..data.batch import PackedBatch
-from ..kernels import seq_logps
-from ..losses import LossHead
-from ..models.policy import PolicyPair, decoder_hidden, lm_head_weight
+from ..losses import HeadOutput, LossHead
+from ..models.attention import packed_forward_kwargs
+from ..models.policy import PolicyPair
 
 
-def _autocast(dtype: str, device: torch.device):
-    if dtype == "bfloat16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def policy_hidden(engine, pair: PolicyPair, batch: PackedBatch) -> Tensor:
+    """Policy hidden states through the engine's forward (DeepSpeed bookkeeping, autocast), no logits."""
+    kwargs = packed_forward_kwargs(batch.input_ids, batch.position_ids, batch.segment_ids(), pair.attn_impl,
+                                   next(engine.module.parameters()).dtype)
+    with engine.autocast():
+        return engine.hidden_states(**kwargs)
 
 
-def compute_logps(pair: PolicyPair, batch: PackedBatch, *, dtype: str = "float32",
-                  gather=contextlib.nullcontext, backend: str = "auto") -> tuple[Tensor, Tensor]:
-    """Policy logps (with grad) and reference logps (cached, or computed in the kernel's same pass)."""
-    device = batch.input_ids.device
-    with _autocast(dtype, device):
-        hidden = decoder_hidden(pair.policy, batch, pair.attn_impl)
+def logps_and_loss(engine, pair: PolicyPair, head: LossHead, batch: PackedBatch, global_counts: dict[str, int],
+                   cfg: Config) -> tuple[Tensor, HeadOutput]:
+    """Policy logps (reference from the cache or the kernel's same pass) -> the head's globally normalized loss.
+
+    Call inside `engine.gathered_params([engine.output_weight()])` and run backward there too (ZeRO-3 keeps the
+    gathered lm_head only inside that scope, and the kernel's backward reads it).
+    """
+    hidden = policy_hidden(engine, pair, batch)
     ref_hidden = ref_weight = None
     if batch.ref_logps is None:
-        with _autocast(dtype, device):
+        with engine.autocast():
             ref_hidden, ref_weight = pair.ref_hidden_and_weight(batch)
-    labels, seq_index = batch.labels.reshape(-1), batch.seq_index.reshape(-1)
-    weight = lm_head_weight(pair.policy)
-    with gather([weight]):  # ZeRO-3: the lm_head is gathered only around the kernel call
-        w = weight.to(hidden.dtype)
-        if ref_weight is not None:
-            # Same tensor object => the kernel loads each W tile once for both (LoRA: adapter off, same lm_head).
-            ref_weight = w if ref_weight is weight else ref_weight.to(hidden.dtype)
-            ref_hidden = ref_hidden.to(hidden.dtype)
-        logps, ref = seq_logps(hidden, w, labels, seq_index, batch.num_seqs,
-                               ref_hidden=ref_hidden, ref_weight=ref_weight, backend=backend)
-    return logps, (batch.ref_logps if ref is None else ref)
+    weight = engine.output_weight()
+    hidden = hidden.to(weight.dtype)
+    if ref_hidden is not None:
+        ref_hidden = ref_hidden.to(weight.dtype)
+        # Same tensor object => the kernel loads each W tile once for both (LoRA with the adapter off).
+        ref_weight = None if ref_weight is weight else ref_weight.to(weight.dtype)
+    logps, ref = engine.seq_logps(hidden, batch.labels, batch.seq_index, batch.num_seqs,
+                                  ref_hidden=ref_hidden, ref_weight=ref_weight)
+    out = head(logps, batch.ref_logps if ref is None else ref, batch.targets, cfg.loss)
+    return head.loss(out, global_counts, cfg.loss), out
 
 
 @dataclass
@@ -79,12 +81,10 @@ def train_step(engine, pair: PolicyPair, head: LossHead, batches: list[PackedBat
                cfg: Config) -> dict:
     """Forward + backward on every micro-batch, then one optimizer step. Returns the step's metrics row."""
     stats = StepStats()
-    gather = getattr(engine, "gathered_params", None) or (lambda params: contextlib.nullcontext())
     for batch in batches:
-        logps, ref = compute_logps(pair, batch, dtype=cfg.trainer.dtype, gather=gather)
-        out = head(logps, ref, batch.targets, cfg.loss)
-        loss = head.loss(out, global_counts, cfg.loss)
-        engine.backward(loss)
+        with engine.gathered_params([engine.output_weight()]):
+            loss, out = logps_and_loss(engine, pair, head, batch, global_counts, cfg)
+            engine.backward(loss)
         stats.loss += loss.item()
         stats.tokens += batch.num_tokens
         for t, s in out.loss_sums.items():
