@@ -94,3 +94,13 @@ def train_step(engine, pair: PolicyPair, head: LossHead, batches: list[PackedBat
             stats.metric_values[k].append(v.detach().cpu())
     step_info = engine.step()
     return {**stats.as_row(), **step_info, "tokens": stats.tokens}
+
+
+def reduce_row(row: dict, engine) -> dict:
+    """Sum the loss and tokens over data-parallel ranks, average the other metrics (logging only)."""
+    if engine.dp_world_size == 1:
+        return row
+    summed = engine.sum_over_dp({k: float(v) for k, v in row.items() if isinstance(v, (int, float))})
+    already_global = {"grad_norm", "lr"}
+    return {**row, **{k: v if k in ("loss", "tokens") else row[k] if k in already_global else v / engine.dp_world_size
+                      for k, v in summed.items()}}

@@ -1,0 +1,98 @@
+"""What online UNA and the PPO baseline share: prompts, the rollout engine, the reward model, timing and logging.
+
+Both loops reuse the offline pieces unchanged — the engine (plain torch or DeepSpeed), checkpoints and resume,
+the metrics logger and progress bar — so UNA-vs-PPO comparisons differ only in the update rule.
+"""
+from __future__ import annotations
+
+import resource
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..config import Config
+from ..data.convert import prompts_of
+from ..data.io import load_table
+from ..data.tokenize import encode_prompts
+from ..rollout.base import Rollout, SamplingSettings
+from ..rollout.reward import RewardModel
+
+
+@dataclass
+class PromptSet:
+    texts: list
+    """Prompts (str or message lists) that fit the length limit."""
+    ids: list[list[int]]
+    """Their token ids as the policy sees them (chat template applied)."""
+    dropped: int
+    """Prompts over data.max_prompt_length, dropped (paper: 512 tokens)."""
+
+
+def load_prompts(cfg: Config, data_path: Path, data_format: str, tokenizer) -> PromptSet:
+    source = str(data_path)
+    prompts = prompts_of(load_table(data_path), data_format, source, cfg.data.attribute_weights)
+    ids = encode_prompts(tokenizer, prompts, source)
+    limit = min(cfg.data.max_prompt_length, cfg.trainer.max_length - cfg.rollout.max_new_tokens)
+    keep = [i for i, x in enumerate(ids) if len(x) <= limit]
+    if not keep:
+        raise ValueError(f"{source}: no prompt fits {limit} tokens (data.max_prompt_length, trainer.max_length "
+                         f"- rollout.max_new_tokens)")
+    return PromptSet([prompts[i] for i in keep], [ids[i] for i in keep], len(ids) - len(keep))
+
+
+def reward_model_path(cfg: Config, task_dir_builder) -> Path:
+    """rollout.reward_model as given, else the embedded default's reward model (trained once, cached)."""
+    if cfg.rollout.reward_model:
+        return Path(cfg.rollout.reward_model)
+    return task_dir_builder()
+
+
+def sampling_for_step(cfg: Config, step: int, rank: int) -> SamplingSettings:
+    """Per-step seeds: a resumed run samples exactly what the killed run would have sampled."""
+    return SamplingSettings.from_config(cfg.rollout, seed=cfg.trainer.seed * 7919 + step * 1009 + rank * 100_003)
+
+
+def score_rollouts(rm: RewardModel, rollouts: list[Rollout]) -> torch.Tensor:
+    return rm.score_rollouts(rollouts)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """CUDA max allocated on GPU, else the process's peak RSS (what the UNA-vs-PPO benchmark compares)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@dataclass
+class PhaseTimer:
+    """Wall time per phase of one step: generate / score / train / sync."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def phase(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+
+    def row(self) -> dict[str, float]:
+        return {f"time_{k}_s": v for k, v in self.seconds.items()}
+
+
+def gold_rewards(prompts: list, rollouts: list[Rollout], tokenizer) -> list[float] | None:
+    """The embedded task's exact gold reward of each rollout, or None when the prompts are not from it."""
+    from ..data.synthetic import gold_score, parse_prompt
+
+    texts = [p if isinstance(p, str) else p[-1]["content"] for p in prompts]
+    try:
+        for t in set(texts):
+            parse_prompt(t)
+    except ValueError:
+        return None
+    return [gold_score(texts[r.prompt_index], tokenizer.decode(r.completion_ids, skip_special_tokens=True))
+            for r in rollouts]

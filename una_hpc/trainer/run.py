@@ -1,0 +1,110 @@
+"""A training run's scaffolding, shared by the offline, online UNA and PPO loops.
+
+    run = open_run(cfg)                         # process group, device, model/data paths, tokenizer
+    ...validate data / load prompts...          # before anything is written
+    run.load_policy(need_ref=...)               # policy (+ reference unless cached / LoRA)
+    run.start(engine=build_engine(...))         # resume, output dir, config copy, metrics logger
+    for step in range(run.start_step, cfg.trainer.max_steps): ... run.log(step + 1, row, tokens); run.maybe_save(step + 1)
+    run.finish()                                # last checkpoint + final HF export
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..config import Config, save_config
+from ..models.policy import PolicyPair, build_policy, load_tokenizer
+from ..parallel import DistInfo, build_engine, init_distributed
+from ..parallel.distributed import device_for
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .export import export_hf_model
+from .inputs import RunInputs, resolve_inputs
+from .metrics import MetricsLogger
+
+
+@dataclass
+class Run:
+    cfg: Config
+    dist: DistInfo
+    device: torch.device
+    inputs: RunInputs
+    tokenizer: object
+    pair: PolicyPair | None = None
+    engine: object = None
+    start_step: int = 0
+    logger: MetricsLogger | None = None
+    extra_state: dict = field(default_factory=dict)
+    """Loop-specific state saved with every checkpoint (e.g. PPO's critic engine is saved separately)."""
+    _saved_at: int = -1
+    _tokens_since_log: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.dist.rank == 0
+
+    @property
+    def out(self) -> Path:
+        return Path(self.cfg.trainer.output_dir)
+
+    def barrier(self) -> None:
+        if self.dist.world_size > 1:
+            torch.distributed.barrier()
+
+    def load_policy(self, need_ref: bool) -> PolicyPair:
+        self.pair = build_policy(self.cfg.model, self.inputs.model_path, self.device, need_ref=need_ref)
+        return self.pair
+
+    def start(self, engine=None) -> int:
+        """Build (or take) the engine, resume from the latest checkpoint if asked; returns the first step."""
+        self.engine = engine if engine is not None else build_engine(self.pair.policy, self.cfg)
+        ckpt = latest_checkpoint(self.out) if self.cfg.trainer.resume else None
+        if ckpt is not None:
+            state = load_checkpoint(self.engine, ckpt)
+            self.start_step, self.extra_state = state["step"], state.get("extra", {})
+            if self.is_main:
+                print(f"resumed from {ckpt} at step {self.start_step}")
+        if self.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_config(self.cfg, self.out / "config.yaml")
+        self._saved_at = self.start_step
+        self.logger = MetricsLogger(self.out, self.cfg.trainer.max_steps, self.start_step, enabled=self.is_main,
+                                    progress=self.cfg.trainer.progress, tensorboard=self.cfg.trainer.tensorboard)
+        return self.start_step
+
+    def export(self, directory: Path) -> None:
+        export_hf_model(self.engine, self.pair, self.tokenizer, directory)
+
+    def save(self, step: int) -> None:
+        state = {"step": step, "examples_seen": step * self.cfg.trainer.batch_size, "extra": self.extra_state}
+        save_checkpoint(self.engine, self.out, step, state, self.export, self.cfg.trainer.keep_checkpoints)
+        self._saved_at = step
+
+    def log(self, step: int, row: dict, tokens: int) -> None:
+        """Count this step's tokens; write a metrics row every trainer.log_every steps and at the last step."""
+        self._tokens_since_log += tokens
+        if step % self.cfg.trainer.log_every == 0 or step == self.cfg.trainer.max_steps:
+            self.logger.log(step, row, self._tokens_since_log)
+            self._tokens_since_log = 0
+
+    def maybe_save(self, step: int) -> None:
+        if self.cfg.trainer.save_every and step % self.cfg.trainer.save_every == 0:
+            self.save(step)
+
+    def finish(self) -> Path:
+        self.logger.close()
+        if self._saved_at != self.cfg.trainer.max_steps:
+            self.save(self.cfg.trainer.max_steps)
+        final = self.out / "final"
+        self.export(final)
+        return final
+
+
+def open_run(cfg: Config) -> Run:
+    dist = init_distributed(cfg)
+    device = device_for(dist.local_rank)
+    torch.manual_seed(cfg.trainer.seed)
+    barrier = torch.distributed.barrier if dist.world_size > 1 else (lambda: None)
+    inputs = resolve_inputs(cfg, is_main=dist.rank == 0, barrier=barrier)
+    return Run(cfg, dist, device, inputs, load_tokenizer(inputs.model_path))
