@@ -44,8 +44,10 @@ def _barrier(engine) -> None:
         torch.distributed.barrier()
 
 
-def save_checkpoint(engine, output_dir: str | Path, step: int, trainer_state: dict, export_model, keep: int) -> Path:
-    """All ranks call this. `export_model(dir)` writes the HF model dir (collective under ZeRO-3/TP)."""
+def save_checkpoint(engine, output_dir: str | Path, step: int, trainer_state: dict, export_model, keep: int,
+                    extra_engines: dict | None = None) -> Path:
+    """All ranks call this. `export_model(dir)` writes the HF model dir (collective under ZeRO-3/TP);
+    `extra_engines` (name -> engine, e.g. PPO's critic) are saved under `name/`."""
     root = checkpoints_root(output_dir)
     final = root / f"{STEP_PREFIX}{step:06d}"
     tmp = root / f"{final.name}.tmp"
@@ -54,6 +56,8 @@ def save_checkpoint(engine, output_dir: str | Path, step: int, trainer_state: di
         tmp.mkdir(parents=True)
     _barrier(engine)
     engine.save_checkpoint(tmp / "engine", {"trainer_state": trainer_state, "rng": rng_state()})
+    for name, other in (extra_engines or {}).items():
+        other.save_checkpoint(tmp / name, {})
     export_model(tmp / "model")
     if engine.is_main:
         (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1))
@@ -66,8 +70,10 @@ def save_checkpoint(engine, output_dir: str | Path, step: int, trainer_state: di
     return final
 
 
-def load_checkpoint(engine, path: Path) -> dict:
+def load_checkpoint(engine, path: Path, extra_engines: dict | None = None) -> dict:
     """Restore engine state and RNG; returns the trainer state (step, data position...)."""
     client = engine.load_checkpoint(path / "engine")
+    for name, other in (extra_engines or {}).items():
+        other.load_checkpoint(path / name)
     set_rng_state(client["rng"])
     return client["trainer_state"]

@@ -43,11 +43,14 @@ def load_prompts(cfg: Config, data_path: Path, data_format: str, tokenizer) -> P
     return PromptSet([prompts[i] for i in keep], [ids[i] for i in keep], len(ids) - len(keep))
 
 
-def reward_model_path(cfg: Config, task_dir_builder) -> Path:
+def reward_model_path(cfg: Config) -> Path:
     """rollout.reward_model as given, else the embedded default's reward model (trained once, cached)."""
     if cfg.rollout.reward_model:
         return Path(cfg.rollout.reward_model)
-    return task_dir_builder()
+    from .default_task import build_default_reward_model, build_default_task
+
+    task = build_default_task(cfg.task, cfg.trainer.seed)
+    return build_default_reward_model(task, cfg.task, cfg.trainer.seed)
 
 
 def sampling_for_step(cfg: Config, step: int, rank: int) -> SamplingSettings:

@@ -36,7 +36,9 @@ class Run:
     start_step: int = 0
     logger: MetricsLogger | None = None
     extra_state: dict = field(default_factory=dict)
-    """Loop-specific state saved with every checkpoint (e.g. PPO's critic engine is saved separately)."""
+    """Loop-specific state saved with every checkpoint."""
+    extra_engines: dict = field(default_factory=dict)
+    """Further engines checkpointed beside the policy's (PPO's critic), by name."""
     _saved_at: int = -1
     _tokens_since_log: int = 0
 
@@ -61,7 +63,7 @@ class Run:
         self.engine = engine if engine is not None else build_engine(self.pair.policy, self.cfg)
         ckpt = latest_checkpoint(self.out) if self.cfg.trainer.resume else None
         if ckpt is not None:
-            state = load_checkpoint(self.engine, ckpt)
+            state = load_checkpoint(self.engine, ckpt, self.extra_engines)
             self.start_step, self.extra_state = state["step"], state.get("extra", {})
             if self.is_main:
                 print(f"resumed from {ckpt} at step {self.start_step}")
@@ -78,7 +80,8 @@ class Run:
 
     def save(self, step: int) -> None:
         state = {"step": step, "examples_seen": step * self.cfg.trainer.batch_size, "extra": self.extra_state}
-        save_checkpoint(self.engine, self.out, step, state, self.export, self.cfg.trainer.keep_checkpoints)
+        save_checkpoint(self.engine, self.out, step, state, self.export, self.cfg.trainer.keep_checkpoints,
+                        self.extra_engines)
         self._saved_at = step
 
     def log(self, step: int, row: dict, tokens: int) -> None:

@@ -54,6 +54,27 @@ def logps_and_loss(engine, pair: PolicyPair, head: LossHead, batch: PackedBatch,
     return head.loss(out, global_counts, cfg.loss), out
 
 
+def token_logps(engine, pair: PolicyPair, batch: PackedBatch, *, with_ref: bool = False
+                ) -> tuple[Tensor, Tensor | None]:
+    """Per-token logps [R, L] (0 off the label mask) from the same fused kernel: every labelled token is its own
+    "sequence", so PPO's token-level ratios never materialize [T, V] logits either."""
+    labels = batch.labels.reshape(-1)
+    token_index = torch.arange(labels.numel(), device=labels.device)
+    hidden = policy_hidden(engine, pair, batch)
+    ref_hidden = ref_weight = None
+    if with_ref:
+        with engine.autocast():
+            ref_hidden, ref_weight = pair.ref_hidden_and_weight(batch)
+    weight = engine.output_weight()
+    if ref_hidden is not None:
+        ref_hidden = ref_hidden.to(weight.dtype)
+        ref_weight = None if ref_weight is weight else ref_weight.to(weight.dtype)
+    logps, ref = engine.seq_logps(hidden.to(weight.dtype), labels, token_index, labels.numel(),
+                                  ref_hidden=ref_hidden, ref_weight=ref_weight)
+    shape = batch.labels.shape
+    return logps.reshape(shape), None if ref is None else ref.reshape(shape)
+
+
 @dataclass
 class StepStats:
     """What one optimizer step reports (summed over micro-batches; means over examples)."""
