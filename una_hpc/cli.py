@@ -41,7 +41,7 @@ def _demo(args) -> int:
 
 
 def _train_rm(args) -> int:
-    from .rollout.reward import train_rm_from_config
+    from .rollout.reward_train import train_rm_from_config
 
     print(f"reward model: {train_rm_from_config(load_config(args.config, args.overrides))}")
     return 0

@@ -229,6 +229,8 @@ class TaskConfig:
     """Sampled responses per prompt, scored by the gold reward."""
     rm_steps: int = 200
     """Reward-model training steps."""
+    rm_lr: float = 3e-4
+    """Reward-model training learning rate (a fresh score head needs far more than the policy's optim.lr)."""
 
 
 @dataclass

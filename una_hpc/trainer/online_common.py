@@ -47,7 +47,8 @@ def reward_model_path(cfg: Config) -> Path:
     """rollout.reward_model as given, else the embedded default's reward model (trained once, cached)."""
     if cfg.rollout.reward_model:
         return Path(cfg.rollout.reward_model)
-    from .default_task import build_default_reward_model, build_default_task
+    from .default_rm import build_default_reward_model
+    from .default_task import build_default_task
 
     task = build_default_task(cfg.task, cfg.trainer.seed)
     return build_default_reward_model(task, cfg.task, cfg.trainer.seed)
