@@ -38,7 +38,9 @@ def _online_update(logits, offs_v, labels, m, s, z):
 
 @triton.jit
 def _load_tile(ptr, offs_r, offs_d, s_r, s_d, r_mask, d_mask, UPCAST: tl.constexpr):
-    x = tl.load(ptr + offs_r[:, None] * s_r + offs_d[None, :] * s_d, mask=r_mask[:, None] & d_mask[None, :], other=0.0)
+    # int64 row offsets: V * H passes 2^31 for large vocabularies (256k x 8192).
+    rows = offs_r.to(tl.int64)[:, None] * s_r
+    x = tl.load(ptr + rows + offs_d[None, :] * s_d, mask=r_mask[:, None] & d_mask[None, :], other=0.0)
     if UPCAST:  # triton 3.9's interpreter multiplies bf16 tiles as raw uint16 bits: give it fp32
         x = x.to(tl.float32)
     return x
@@ -139,11 +141,13 @@ def _bwd_kernel(Hp, Wp, LAB, LSE, G, GH, GW, T, V, D, s_ht, s_hd, s_wv, s_wd,
         d_mask = offs_d < D
         if COMPUTE_GH:
             w = _load_tile(Wp, offs_v, offs_d, s_wv, s_wd, v_mask, d_mask, UPCAST)
-            tl.atomic_add(GH + offs_t[:, None] * D + offs_d[None, :], tl.dot(dz, w, input_precision=PREC),
-                          mask=t_mask[:, None] & d_mask[None, :], sem="relaxed")
+            gh_ptrs = GH + offs_t.to(tl.int64)[:, None] * D + offs_d[None, :]
+            tl.atomic_add(gh_ptrs, tl.dot(dz, w, input_precision=PREC), mask=t_mask[:, None] & d_mask[None, :],
+                          sem="relaxed")
         if COMPUTE_GW:
             h = _load_tile(Hp, offs_t, offs_d, s_ht, s_hd, t_mask, d_mask, UPCAST)
-            tl.atomic_add(GW + offs_v[:, None] * D + offs_d[None, :], tl.dot(tl.trans(dz), h, input_precision=PREC),
+            gw_ptrs = GW + offs_v.to(tl.int64)[:, None] * D + offs_d[None, :]
+            tl.atomic_add(gw_ptrs, tl.dot(tl.trans(dz), h, input_precision=PREC),
                           mask=v_mask[:, None] & d_mask[None, :], sem="relaxed")
 
 
@@ -233,7 +237,9 @@ class TritonSeqLogps(torch.autograd.Function):
                                               None if same else ref_weight, ignore_index, num_splits)
             if same:
                 ref_lse, ref_z = lse, z
-            lse = torch.where(mask, lse, 0.0)  # skipped (all-ignored) blocks left -inf / nan here
+            # Ignored tokens (nan where a block was skipped) get lse = +inf: the backward's exp(z - lse) is then 0,
+            # never inf * (g = 0) = nan, whatever block sizes the backward's autotuning picks.
+            lse = torch.where(mask, lse, float("inf"))
             tok = [torch.where(mask, z - lse, 0.0)]
             if ref_hidden is not None:
                 tok.append(torch.where(mask, ref_z - ref_lse, 0.0))

@@ -1,0 +1,192 @@
+"""Triton backend of seq_logps: vocab splits, strides, skipped blocks, fp16, no [T, V] tensor, tuning configs.
+
+Run: .venv/bin/python -m pytest tests/unit/test_seq_logps_triton.py -q   (CPU: Triton interpreter, kept small)
+"""
+import math
+import os
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"  # read when the kernels are decorated, i.e. at the import below
+
+pytest.importorskip("triton")
+from una_hpc.kernels import seq_logps  # noqa: E402
+from una_hpc.kernels import seq_logps_torch as st  # noqa: E402
+from una_hpc.kernels import seq_logps_triton as tt  # noqa: E402
+
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+IGN = -100
+
+
+def reference(hidden, weight, labels, seq_index, num_seqs):
+    logp = torch.log_softmax(hidden.double() @ weight.double().T, dim=-1)
+    tok = logp.gather(1, labels.clamp(min=0)[:, None]).squeeze(1)
+    tok = torch.where(labels != IGN, tok, torch.zeros_like(tok))
+    return torch.zeros(num_seqs, dtype=torch.float64, device=hidden.device).index_add(0, seq_index, tok)
+
+
+def batch(t=45, v=101, h=24, s=5, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(t, h, generator=g).to(dtype)
+    weight = (torch.randn(v, h, generator=g) * 0.5).to(dtype)
+    labels = torch.randint(0, v, (t,), generator=g)
+    labels[torch.rand(t, generator=g) < 0.2] = IGN
+    seq_index = torch.randint(0, s, (t,), generator=g).sort().values
+    return [x.to(DEV) for x in (hidden, weight, labels, seq_index)]
+
+
+def grads_of(fn, hidden, weight, upstream):
+    h, w = hidden.detach().clone().requires_grad_(), weight.detach().clone().requires_grad_()
+    out = fn(h, w)
+    (out[0] * upstream).sum().backward()
+    return out, h.grad, w.grad
+
+
+@pytest.mark.parametrize("splits", [2, 3])
+def test_vocab_splits_combine_to_the_same_result(splits):
+    """V=101 with 32-wide blocks is 4 tiles: 3 splits leave the last split empty (its partials stay -inf / 0)."""
+    hidden, weight, labels, seq_index = batch()
+    ref_hidden = hidden + 0.1
+    upstream = torch.linspace(-1.0, 2.0, 5, device=DEV)
+
+    def run(n):
+        return lambda h, w: tt.TritonSeqLogps.apply(h, w, labels, seq_index, 5, ref_hidden, w, IGN, n)
+
+    (one, ref_one), gh1, gw1 = grads_of(run(1), hidden, weight, upstream)
+    (many, ref_many), ghn, gwn = grads_of(run(splits), hidden, weight, upstream)
+    for got, want in ((many, one), (ref_many, ref_one), (ghn, gh1), (gwn, gw1)):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(many.double(), reference(hidden, weight, labels, seq_index, 5), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ref_many.double(), reference(ref_hidden, weight, labels, seq_index, 5),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_strided_inputs_match_contiguous():
+    hidden, weight, labels, seq_index = batch(seed=1)
+    wide = torch.zeros(hidden.shape[0], 2 * hidden.shape[1], device=DEV)
+    wide[:, ::2] = hidden  # column stride 2
+    weight_t = weight.T.contiguous().T  # [V, H] view of a [H, V] buffer: strides (1, V)
+    upstream = torch.arange(5.0, device=DEV)
+
+    def run(h, w):
+        return seq_logps(h, w, labels, seq_index, 5, backend="triton")
+
+    (a, _), gha, gwa = grads_of(run, hidden, weight, upstream)
+    hs = wide[:, ::2].detach().requires_grad_()
+    ws = weight_t.detach().requires_grad_()
+    b, _ = run(hs, ws)
+    (b * upstream).sum().backward()
+    assert hs.stride() != (hidden.shape[1], 1) and ws.stride() != (weight.shape[1], 1)
+    for got, want in ((b, a), (hs.grad, gha), (ws.grad, gwa)):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_fully_ignored_token_blocks_and_zero_upstream_are_skipped_correctly():
+    hidden, weight, labels, seq_index = batch(t=70, seed=2)
+    labels[:40] = IGN  # the first two 16-token blocks only hold ignored tokens
+    upstream = torch.tensor([0.0, 1.5, -2.0, 0.0, 0.7], device=DEV)  # zero gradient for sequences 0 and 3
+    (got, _), gh, gw = grads_of(lambda h, w: seq_logps(h, w, labels, seq_index, 5, backend="triton"),
+                                hidden, weight, upstream)
+    h64 = hidden.double().requires_grad_()
+    w64 = weight.double().requires_grad_()
+    want = reference(h64, w64, labels, seq_index, 5)
+    (want * upstream.double()).sum().backward()
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got.double(), want.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gh.double(), h64.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gw.double(), w64.grad, rtol=1e-5, atol=1e-5)
+    assert torch.count_nonzero(gh[:40]) == 0
+
+
+def test_float16_matches_reference():
+    hidden, weight, labels, seq_index = batch(seed=3, dtype=torch.float16)
+    (got, _), gh, gw = grads_of(lambda h, w: seq_logps(h, w, labels, seq_index, 5, backend="triton"),
+                                hidden, weight, torch.ones(5, device=DEV))
+    assert gh.dtype == torch.float16 and gw.dtype == torch.float16
+    h64 = hidden.double().requires_grad_()
+    want = reference(h64, weight, labels, seq_index, 5)
+    want.sum().backward()
+    torch.testing.assert_close(got.double(), want.detach(), rtol=2e-5, atol=2e-5)
+    # fp16 has a 2^-11 unit roundoff: dz and the final cast are rounded; 1 % of the largest entry is ample.
+    assert (gh.double() - h64.grad).abs().max() <= 1e-2 * h64.grad.abs().max()
+
+
+class LargestTensor(TorchDispatchMode):
+    """Records the largest tensor (in bytes) any aten op produces; the interpreter's own copies are uint8 views."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for x in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(x, torch.Tensor):
+                self.largest = max(self.largest, x.numel() * x.element_size())
+        return out
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_no_tensor_of_size_t_times_v_is_created(backend, monkeypatch):
+    t, v, h = 96, 256, 16  # T*V = 24576 elements, six times any other tensor of the op ([V, H] is 4096)
+    hidden, weight, labels, seq_index = batch(t=t, v=v, h=h, seed=4)
+    monkeypatch.setattr(st, "tile_sizes", lambda T, V, H: (16, 64))  # the torch path's tiles, scaled down
+    hh, ww = hidden.requires_grad_(), weight.requires_grad_()
+    with LargestTensor() as mode:
+        logps, ref_logps = seq_logps(hh, ww, labels, seq_index, 5, ref_hidden=hidden.detach() * 0.5,
+                                     ref_weight=ww, backend=backend)
+        (logps - ref_logps).sum().backward()
+    assert 0 < mode.largest <= t * v * 4 // 4  # bytes: a quarter of one fp32 [T, V] logits tensor
+
+
+def test_block_sizes_are_powers_of_two():
+    configs = tt._configs()
+    assert len(configs) >= 4
+    for cfg in [c.kwargs for c in configs] + [tt.INTERPRETER_BLOCKS]:
+        for name in ("BLOCK_T", "BLOCK_V", "BLOCK_D"):
+            assert cfg[name] >= 16 and math.log2(cfg[name]).is_integer(), cfg
+
+
+AOT = r"""
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from una_hpc.kernels import seq_logps_triton as tt
+
+FLAGS = {"HAS_REF", "SHARED_H", "SHARED_W", "UPCAST", "PREC", "COMPUTE_GH", "COMPUTE_GW", "BLOCK_T", "BLOCK_V",
+         "BLOCK_D"}
+
+def signature(fn, dt):
+    sig = {}
+    for n in fn.arg_names:
+        sig[n] = ("*" + dt if n in ("Hp", "Wp", "RHp", "RWp") else "*i64" if n == "LAB" else "constexpr" if n in FLAGS
+                  else "*fp32" if n in ("M", "S", "Z", "RM", "RS", "RZ", "LSE", "G", "GH", "GW") else "i32")
+    return sig
+
+cfg = tt._configs()[0]
+for fn, flags in ((tt._fwd_kernel, dict(HAS_REF=True, SHARED_H=False, SHARED_W=False)),
+                  (tt._fwd_kernel, dict(HAS_REF=True, SHARED_H=True, SHARED_W=True)),
+                  (tt._bwd_kernel, dict(COMPUTE_GH=True, COMPUTE_GW=True))):
+    consts = dict(cfg.kwargs, UPCAST=False, PREC="tf32", **flags)
+    k = triton.compile(ASTSource(fn, signature(fn, "bf16"), consts), target=GPUTarget("cuda", 90, 32),
+                       options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})
+    assert k.metadata.shared <= 232448, k.metadata.shared  # H100 shared memory per block
+print("compiled")
+"""
+
+
+def test_kernels_compile_for_h100_without_a_gpu():
+    """The interpreter skips GPU lowering: compile the bf16 kernels to sm_90 cubins with the ptxas triton ships."""
+    import subprocess
+    import sys
+
+    from triton.backends.nvidia import compiler as nv
+
+    if not os.path.exists(os.path.join(os.path.dirname(nv.__file__), "bin", "ptxas")):
+        pytest.skip("this triton wheel ships no ptxas")
+    env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_DEFAULT_FP_FUSION": "1"}
+    out = subprocess.run([sys.executable, "-c", AOT], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0 and "compiled" in out.stdout, out.stderr[-3000:]
