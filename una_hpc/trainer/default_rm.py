@@ -10,8 +10,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ..config import TaskConfig
-from ..losses import DEFAULT_ATTRIBUTE_WEIGHTS
+from ..config import DataConfig, TaskConfig
 from ..rollout.reward_train import load_scored_rows, train_reward_model
 
 
@@ -25,7 +24,7 @@ def build_default_reward_model(task, task_cfg: TaskConfig, seed: int) -> Path:
     tmp = final.with_name(f".reward_model.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     print(f"[task] reward_model: training {task_cfg.rm_steps} steps on {task.train_path}")
-    rows = load_scored_rows(task.train_path, "helpsteer2", DEFAULT_ATTRIBUTE_WEIGHTS)
+    rows = load_scored_rows(DataConfig(path=str(task.train_path), format="helpsteer2"))
     train_reward_model(task.model_dir, rows, tmp, steps=task_cfg.rm_steps, lr=task_cfg.rm_lr, seed=seed)
     marker_tmp = tmp / "_build.json"
     marker_tmp.write_text(json.dumps(params))
