@@ -75,10 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .data.io import DataError
+    from .rollout.base import EngineStartError, VLLMNotInstalledError, WeightSyncError
 
     try:
         return args.fn(args)
-    except ConfigError as e:
+    except (ConfigError, EngineStartError, VLLMNotInstalledError, WeightSyncError) as e:
         print(f"error: {e}", file=sys.stderr)
     except DataError as e:
         for problem in e.problems:
