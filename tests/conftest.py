@@ -1,7 +1,14 @@
 """Shared fixtures: a tiny Llama model dir (random weights, local tokenizer), built once per session."""
 from __future__ import annotations
 
+import os
 import random
+import shutil
+
+# The Triton kernels run under the interpreter on CPU. The flag is read when triton is first imported, and other
+# modules (vLLM, transformers) may import triton before the kernel tests do: set it before anything is collected.
+if shutil.which("nvidia-smi") is None:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest
 

@@ -81,11 +81,10 @@ def train(cfg: Config) -> Path:
                 for _ in range(cfg.ppo.epochs):
                     for batch, (mask, old_logp, old_values, targets) in zip(batches, old):
                         # Two models, two disjoint graphs: each engine back-propagates its own loss.
-                        with engine.gathered_params([engine.output_weight()]):
-                            logp, _ = token_logps(engine, pair, batch)
-                            pg, pg_stats = ppo_policy_loss(logp, old_logp, targets.advantages, mask,
-                                                           loss_fn.clip_range, token_count)
-                            engine.backward(pg)
+                        logp, _ = token_logps(engine, pair, batch)
+                        pg, pg_stats = ppo_policy_loss(logp, old_logp, targets.advantages, mask,
+                                                       loss_fn.clip_range, token_count)
+                        engine.backward(pg)
                         values = _critic_values(critic_engine, batch)
                         vf, vf_stats = ppo_value_loss(values, old_values, targets.returns, mask,
                                                       loss_fn.clip_range_value, token_count)

@@ -32,11 +32,7 @@ def policy_hidden(engine, pair: PolicyPair, batch: PackedBatch) -> Tensor:
 
 def logps_and_loss(engine, pair: PolicyPair, head: LossHead, batch: PackedBatch, global_counts: dict[str, int],
                    cfg: Config) -> tuple[Tensor, HeadOutput]:
-    """Policy logps (reference from the cache or the kernel's same pass) -> the head's globally normalized loss.
-
-    Call inside `engine.gathered_params([engine.output_weight()])` and run backward there too (ZeRO-3 keeps the
-    gathered lm_head only inside that scope, and the kernel's backward reads it).
-    """
+    """Policy logps (reference from the cache or the kernel's same pass) -> the head's globally normalized loss."""
     hidden = policy_hidden(engine, pair, batch)
     ref_hidden = ref_weight = None
     if batch.ref_logps is None:
@@ -103,9 +99,8 @@ def train_step(engine, pair: PolicyPair, head: LossHead, batches: list[PackedBat
     """Forward + backward on every micro-batch, then one optimizer step. Returns the step's metrics row."""
     stats = StepStats()
     for batch in batches:
-        with engine.gathered_params([engine.output_weight()]):
-            loss, out = logps_and_loss(engine, pair, head, batch, global_counts, cfg)
-            engine.backward(loss)
+        loss, out = logps_and_loss(engine, pair, head, batch, global_counts, cfg)
+        engine.backward(loss)  # under ZeRO-3, seq_logps gathered the lm_head and backward releases it
         stats.loss += loss.item()
         stats.tokens += batch.num_tokens
         for t, s in out.loss_sums.items():

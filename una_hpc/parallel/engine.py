@@ -1,0 +1,233 @@
+"""The training engine the trainer is written against: one interface, a single-process and a DeepSpeed implementation.
+
+    engine = build_engine(model, cfg)              # LocalEngine or DeepSpeedEngine (parallel.backend, WORLD_SIZE)
+    for step in range(cfg.trainer.max_steps):
+        counts = engine.sum_over_dp(local_example_counts)      # the global normalizer of this optimizer step
+        for mb in micro_batches:                               # this data-parallel rank's share (engine.dp_rank)
+            with engine.autocast():
+                hidden = engine.hidden_states(input_ids=..., position_ids=..., attention_mask=...)
+            logps, ref = engine.seq_logps(hidden, labels, seq_index, num_seqs)   # any sharding of the lm_head
+            loss = head.loss(head(logps, ref_logps, targets, cfg.loss), counts, cfg.loss)
+            engine.backward(loss)
+        stats = engine.step()                                  # {"grad_norm", "lr"}
+
+ZeRO-3 and the lm_head: seq_logps gathers the (partitioned) lm_head weight for the kernel and keeps it gathered
+until the end of the next backward(), whose kernel backward reads it; gradients reach the partitioned parameter
+through DeepSpeed's hooks. `with engine.gathered_params([engine.output_weight()]):` around seq_logps and backward
+(or around the whole micro-batch) does the same explicitly and is a no-op without ZeRO-3.
+
+Loss-scaling contract. `backward(loss)` is called once per micro-batch with a loss already divided by the whole
+optimizer step's example counts summed over all data-parallel ranks, and `step()` once per optimizer step. After the
+backward calls of one step, every rank's gradients equal d(sum over data-parallel ranks and micro-batches of
+loss)/d(theta): the engine never divides by the number of micro-batches (their count may vary from step to step),
+and DeepSpeedEngine multiplies the loss by the data-parallel world size to undo DeepSpeed's gradient averaging.
+Tensor-parallel ranks of one data-parallel replica see the same micro-batches and count them once.
+
+Training forwards go through the engine (`engine(...)` or `engine.hidden_states(...)`), never `engine.module(...)`:
+DeepSpeed's forward does per-micro-batch bookkeeping (ZeRO hook state, the TP input check). `engine.module` is the
+model itself (HF parameter names) for attribute access, evaluation and generation.
+
+Tested by: .venv/bin/python -m pytest tests/distributed -q
+"""
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from ..config import Config
+from .distributed import env_world_size, use_deepspeed
+from .logps import IGNORE_INDEX, kernel_seq_logps
+from .vocab_parallel import vocab_parallel_seq_logps
+
+# logits_to_keep with no positions: the HF causal-LM forward runs its body and skips the [T, V] logits.
+_NO_LOGITS = torch.empty(0, dtype=torch.long)
+
+
+class TrainEngine(ABC):
+    """What the trainer calls; see the module docstring for the loss-scaling contract."""
+
+    cfg: Config
+    rank: int = 0
+    world_size: int = 1
+    dp_rank: int = 0
+    dp_world_size: int = 1
+    dp_group: Any = None
+    """Data-parallel process group (None for a single process): shard data and sum example counts over it."""
+    tp_group: Any = None
+    """Tensor-parallel process group, None without tensor parallelism."""
+    tp_size: int = 1
+    _release_after_backward: list  # set per instance in __init__ of the implementations
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    @abstractmethod
+    def module(self) -> nn.Module:
+        """The model (HF names). Train through the engine's forward, not through this object."""
+
+    @abstractmethod
+    def __call__(self, *args, **kwargs) -> Any:
+        """Training forward of the wrapped model."""
+
+    @abstractmethod
+    def backward(self, loss: Tensor) -> None:
+        """Accumulate d(loss)/d(theta); see the contract in the module docstring."""
+
+    @abstractmethod
+    def step(self) -> dict[str, float]:
+        """Clip to optim.max_grad_norm, optimizer step, scheduler step, zero grads.
+
+        Returns {"grad_norm": global norm before clipping, "lr": the learning rate this step used}.
+        """
+
+    @property
+    @abstractmethod
+    def lr(self) -> float:
+        """Learning rate the next step() will use."""
+
+    @abstractmethod
+    def save_checkpoint(self, directory: str | Path, client_state: dict) -> None:
+        """Model, optimizer, scheduler and client_state into `directory`, written to a temp dir then renamed."""
+
+    @abstractmethod
+    def load_checkpoint(self, directory: str | Path) -> dict:
+        """Restore model, optimizer and scheduler from save_checkpoint's `directory`; returns client_state."""
+
+    @abstractmethod
+    def consolidated_state_dict(self) -> dict[str, Tensor] | None:
+        """Full state dict with the module's names on rank 0 (None elsewhere). Collective: call on every rank."""
+
+    def gathered_params(self, params: Iterable[nn.Parameter]) -> contextlib.AbstractContextManager:
+        """ZeRO-3: gather `params` (read-only, gradients still flow to them); otherwise a no-op."""
+        return contextlib.nullcontext()
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The compute-dtype context for forwards (trainer.dtype)."""
+        return contextlib.nullcontext()
+
+    def barrier(self) -> None:
+        if dist.is_initialized():
+            dist.barrier()
+
+    # ---- shared helpers built on the abstract interface ----
+
+    def output_weight(self) -> nn.Parameter:
+        """The lm_head weight: [V, H], or this rank's [V/tp, H] vocabulary shard under tensor parallelism."""
+        head = self.module.get_output_embeddings()
+        if head is None:
+            raise ValueError(f"{type(self.module).__name__} has no output embeddings (lm_head)")
+        return head.weight
+
+    def hidden_states(self, **inputs) -> Tensor:
+        """Final (normed) hidden states [B, L, H] of a causal LM, computed through the engine, without logits."""
+        out = self(**inputs, output_hidden_states=True, logits_to_keep=_NO_LOGITS.to(self.device), use_cache=False)
+        return out.hidden_states[-1]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    def seq_logps(self, hidden: Tensor, labels: Tensor, seq_index: Tensor, num_seqs: int, *,
+                  ref_hidden: Tensor | None = None, ref_weight: Tensor | None = None,
+                  ignore_index: int = IGNORE_INDEX) -> tuple[Tensor, Tensor | None]:
+        """Per-sequence logps of the policy (and reference) with the lm_head weight, whatever its sharding.
+
+        hidden [T, H] or [B, L, H] (flattened with labels/seq_index). Under tensor parallelism the vocabulary-parallel
+        path runs over tp_group (ref_weight, when given, must be the reference's shard of the same rows); otherwise
+        una_hpc.kernels.seq_logps. Under ZeRO-3 the weight is gathered here if the caller has not, and stays
+        gathered until the end of the next backward() (the kernel's backward reads it).
+        """
+        hidden, labels, seq_index = hidden.reshape(-1, hidden.shape[-1]), labels.reshape(-1), seq_index.reshape(-1)
+        if ref_hidden is not None:
+            ref_hidden = ref_hidden.reshape(-1, ref_hidden.shape[-1])
+        weight = self.output_weight()
+        release = self._prepare_output_weight(weight)
+        try:
+            logps, ref = self._seq_logps(weight, hidden, labels, seq_index, num_seqs, ref_hidden, ref_weight,
+                                         ignore_index)
+        except BaseException:
+            if release is not None:
+                release()
+            raise
+        if release is not None:
+            if torch.is_grad_enabled() and logps.requires_grad:
+                self._release_after_backward.append(release)  # the kernel's backward reads the weight
+            else:
+                release()
+        return logps, ref
+
+    def _seq_logps(self, weight, hidden, labels, seq_index, num_seqs, ref_hidden, ref_weight, ignore_index):
+        if weight.dim() != 2 or weight.numel() == 0:
+            raise RuntimeError(f"the lm_head weight has shape {tuple(weight.shape)}: it is still partitioned")
+        if self.tp_size > 1 and getattr(weight, "tensor_model_parallel", False):
+            vocab_start = self._vocab_start(weight)
+            logps = vocab_parallel_seq_logps(hidden, weight, vocab_start, labels, seq_index, num_seqs, self.tp_group,
+                                             ignore_index=ignore_index)
+            ref = None
+            if ref_hidden is not None:
+                with torch.no_grad():
+                    ref = vocab_parallel_seq_logps(ref_hidden, weight if ref_weight is None else ref_weight,
+                                                   vocab_start, labels, seq_index, num_seqs, self.tp_group,
+                                                   ignore_index=ignore_index)
+            return logps, ref
+        if ref_hidden is not None and ref_weight is None:
+            ref_weight = weight
+        return kernel_seq_logps(hidden, weight, labels, seq_index, num_seqs, ref_hidden=ref_hidden,
+                                ref_weight=ref_weight, ignore_index=ignore_index)
+
+    def _prepare_output_weight(self, weight: nn.Parameter) -> Callable[[], None] | None:
+        """Make the full weight available to the kernel; returns how to release it (None: nothing to release)."""
+        return None
+
+    def _run_releases(self) -> None:
+        while self._release_after_backward:
+            self._release_after_backward.pop()()
+
+    def _vocab_start(self, shard: Tensor) -> int:
+        """First vocabulary row of this rank's shard: shard rows of lower TP ranks, summed (computed once)."""
+        if getattr(self, "_cached_vocab_start", None) is None:
+            rows = torch.tensor([shard.shape[0]], dtype=torch.long)
+            everyone = [torch.zeros_like(rows) for _ in range(self.tp_size)]
+            dist.all_gather(everyone, rows, group=self.tp_group)
+            me = dist.get_rank(self.tp_group)
+            self._cached_vocab_start = int(sum(int(r) for r in everyone[:me]))
+        return self._cached_vocab_start
+
+    def sum_over_dp(self, values: dict[str, float]) -> dict[str, float]:
+        """Sum per-rank numbers (example counts per feedback type) over the data-parallel group."""
+        if self.dp_group is None or self.dp_world_size == 1:
+            return dict(values)
+        keys = sorted(values)
+        t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
+        dist.all_reduce(t, group=self.dp_group)
+        return {k: (int(v) if isinstance(values[k], int) else float(v)) for k, v in zip(keys, t.tolist())}
+
+
+def select_backend(cfg: Config) -> str:
+    """"deepspeed" or "local" from parallel.backend and the launcher's WORLD_SIZE."""
+    if use_deepspeed(cfg):
+        return "deepspeed"
+    if env_world_size() > 1:
+        raise ValueError(f"parallel.backend={cfg.parallel.backend} in a {env_world_size()}-process launch: "
+                         "use parallel.backend=deepspeed (or auto)")
+    return "local"
+
+
+def build_engine(model: nn.Module, cfg: Config, *, process_group=None) -> TrainEngine:
+    """The one constructor the trainer calls; the model is already on its device (or built under ZeRO-3 init)."""
+    if select_backend(cfg) == "deepspeed":
+        from .deepspeed_engine import DeepSpeedEngine
+
+        return DeepSpeedEngine(model, cfg, process_group=process_group)
+    from .local_engine import LocalEngine
+
+    return LocalEngine(model, cfg, process_group=process_group)

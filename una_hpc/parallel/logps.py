@@ -1,0 +1,54 @@
+"""Per-sequence log-probabilities on an unsharded lm_head: the fused kernel, and the plain-autograd definition.
+
+    logps, ref_logps = kernel_seq_logps(hidden, weight, labels, seq_index, num_seqs, ref_hidden=..., ref_weight=...)
+
+`reference_seq_logps` is the definition (DESIGN.md, "The fused kernel contract") written with plain autograd over
+token chunks; tests use it as ground truth for the sharded paths. Tested by: tests/distributed/test_vocab_parallel.py
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+IGNORE_INDEX = -100
+
+
+def token_logps(hidden: Tensor, weight: Tensor, labels: Tensor, ignore_index: int = IGNORE_INDEX,
+                chunk_size: int = 1024) -> Tensor:
+    """[T] log softmax(hidden @ weight.T)[label] in fp32 (float64 stays float64), 0 where the label is ignored."""
+    acc = torch.float64 if hidden.dtype == torch.float64 else torch.float32
+    out = []
+    for t0 in range(0, hidden.shape[0], chunk_size):
+        h, y = hidden[t0:t0 + chunk_size].to(acc), labels[t0:t0 + chunk_size]
+        logp = torch.log_softmax(h @ weight.to(acc).T, dim=-1)
+        keep = y != ignore_index
+        picked = logp.gather(1, torch.where(keep, y, 0).unsqueeze(1)).squeeze(1)
+        out.append(torch.where(keep, picked, 0.0))
+    return torch.cat(out) if out else hidden.new_zeros(0, dtype=torch.float32)
+
+
+def segment_sums(values: Tensor, seq_index: Tensor, num_seqs: int) -> Tensor:
+    """[num_seqs] sums of `values` [T] by sequence (differentiable)."""
+    return values.new_zeros(num_seqs).index_add(0, seq_index, values)
+
+
+def reference_seq_logps(hidden: Tensor, weight: Tensor, labels: Tensor, seq_index: Tensor, num_seqs: int, *,
+                        ref_hidden: Tensor | None = None, ref_weight: Tensor | None = None,
+                        ignore_index: int = IGNORE_INDEX) -> tuple[Tensor, Tensor | None]:
+    logps = segment_sums(token_logps(hidden, weight, labels, ignore_index), seq_index, num_seqs)
+    ref = None
+    if ref_hidden is not None:
+        with torch.no_grad():
+            w = weight if ref_weight is None else ref_weight
+            ref = segment_sums(token_logps(ref_hidden, w, labels, ignore_index), seq_index, num_seqs)
+    return logps, ref
+
+
+def kernel_seq_logps(hidden: Tensor, weight: Tensor, labels: Tensor, seq_index: Tensor, num_seqs: int, *,
+                     ref_hidden: Tensor | None = None, ref_weight: Tensor | None = None,
+                     ignore_index: int = IGNORE_INDEX) -> tuple[Tensor, Tensor | None]:
+    """una_hpc.kernels.seq_logps (backend auto: Triton on CUDA, the chunked torch path elsewhere)."""
+    from ..kernels import seq_logps
+
+    return seq_logps(hidden, weight, labels, seq_index, num_seqs, ref_hidden=ref_hidden, ref_weight=ref_weight,
+              ignore_index=ignore_index)
