@@ -205,8 +205,8 @@ class RolloutConfig:
 
 @dataclass
 class EvalConfig:
-    num_prompts: int = 64
-    """Held-out prompts to generate on."""
+    num_prompts: int = 256
+    """Held-out prompts to generate on (the embedded task holds out 256)."""
     max_new_tokens: int = 48
     """Generation length."""
     temperature: float = 0.0
@@ -221,7 +221,7 @@ class TaskConfig:
 
     dir: str = "runs/default"
     """Cache of the base model, tokenizer, dataset and reward model."""
-    sft_steps: int = 300
+    sft_steps: int = 1000
     """SFT steps for the tiny base model."""
     num_prompts: int = 256
     """Training prompts for the offline dataset."""

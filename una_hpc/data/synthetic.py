@@ -7,17 +7,17 @@ spell). The gold reward parses the prompt, derives the expected answer, and rate
 attributes (integers 0-4), computed from the text alone:
 
 - words: lower-cased `[a-z0-9]+` runs of the response; filler words ("sure", "here", "hope", ...) are not content.
-- correctness = round(4 * match): match is LCS(content, answer) / max(len(content), len(answer)); for `list`
-  prompts any distinct in-category items count (in any order), capped at the number asked for.
+- correctness = floor(4 * match), so 4 only for an exact answer: match is LCS(content, answer) / max(len(content),
+  len(answer)); for `list` prompts any distinct in-category items count (in any order), capped at the number asked.
 - coherence = 4 - garbage - loops (floor 0): garbage = words outside the task vocabulary (not numbers either);
   loops = adjacent repeated words beyond those the answer itself has.
-- verbosity = 2 for exactly the answer's length; each 2 extra (missing) words add (remove) 1, clipped to [0, 4].
+- verbosity = 2 + sign(extra) * min(2, ceil(|extra| / 2)), extra = number of words - number of answer words.
 - helpfulness = correctness - 1 if verbosity is 4 - 1 if there are loops (floor 0).
 - complexity = distinct content words // 2, at most 4.
 An empty response scores 0 on every attribute. `gold_score` combines them with una_hpc.losses.combine_attributes.
 
 Response generators of graded quality (correct, verbose, wrong, offtopic, repetitive, garbled) make SFT data that
-is imperfect on purpose. Pure python: no torch.
+is imperfect on purpose. Pure python: this module uses no torch (importing una_hpc.losses still loads it).
 """
 from __future__ import annotations
 
@@ -227,8 +227,8 @@ def _adjacent_repeats(ws: Sequence[str]) -> int:
     return sum(1 for i in range(1, len(ws)) if ws[i] == ws[i - 1])
 
 
-def _round4(x: float) -> int:
-    return int(math.floor(4 * x + 0.5))
+def _grade(match: float) -> int:
+    return int(math.floor(4 * match + 1e-9))
 
 
 _GRAMMAR_WORDS = frozenset(
@@ -254,7 +254,7 @@ def gold_attributes(prompt: str, response: str) -> dict[str, int]:
         match = min(good, n) / max(len(content), n)
     else:
         match = _lcs(content, gold.tokens) / max(len(content), n)
-    correctness = _round4(match)
+    correctness = _grade(match)
     garbage = sum(1 for w in ws if not _known(w))
     loops = max(0, _adjacent_repeats(ws) - _adjacent_repeats(gold.tokens))
     extra = len(ws) - n

@@ -1,6 +1,6 @@
 """The embedded default task, built once and cached: tokenizer, SFT'd tiny base model, scored offline dataset.
 
-    python -m una_hpc.trainer.default_task [task.dir=runs/default] [task.sft_steps=300] [trainer.seed=42]
+    python -m una_hpc.trainer.default_task [task.dir=runs/default] [task.sft_steps=1000] [trainer.seed=42]
 
 Steps, each cached in its own folder under `task.dir` and written atomically (built in a temp folder, then renamed;
 the folder holds `_build.json` with the step's parameters, so a rerun with the same parameters reuses it and a
@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,8 +31,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
 from ..config import TaskConfig, load_config
-from ..data.synthetic import (ATTRIBUTES, QUALITIES, gold_attributes, make_response, sample_prompts,
-                              sft_examples)
+from ..data.synthetic import QUALITIES, gold_attributes, make_response, sample_prompts, sft_examples
 from ..losses.helpsteer import combine_attributes
 from ..models.tiny import tiny_llama_config, train_tokenizer
 from .evaluate import decode, generate_ids
@@ -46,18 +47,21 @@ class TaskRecipe:
 
     vocab_size: int = 512
     hidden_size: int = 128
-    layers: int = 4
+    layers: int = 2
     heads: int = 2
     """head_dim = hidden_size / heads = 64 (vLLM's CPU attention needs >= 64)."""
     kv_heads: int = 1
     sft_batch_size: int = 32
-    sft_lr: float = 3e-3
+    sft_lr: float = 1.5e-3
     train_pool: int = 4000
     """Distinct train-split prompts the SFT data is drawn from (the dataset uses the first task.num_prompts)."""
     heldout_prompts: int = 256
     max_new_tokens: int = 48
     gen_batch_size: int = 64
     tokenizer_texts: int = 3000
+    threads: int = 1
+    """torch intra-op threads while building (restored afterwards; 0 = leave as is). The model is so small that a
+    second thread does not pay off, and on a loaded 2-core machine it made an SFT step 5-15x slower (measured)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,18 @@ class DefaultTask:
     def heldout_prompts(self) -> list[str]:
         with open(self.heldout_path) as f:
             return [json.loads(line)["prompt"] for line in f if line.strip()]
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with `n` torch intra-op threads (0: unchanged), then restore the previous count."""
+    previous = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -111,8 +127,6 @@ def _step(task_dir: Path, name: str, params: dict, build: Callable[[Path], dict]
 
 
 def _tokenizer_texts(prompts: list[str], n: int, seed: int) -> list[str]:
-    import random
-
     rng = random.Random(f"{seed}:tokenizer")
     texts = []
     for i in range(n):
@@ -134,21 +148,53 @@ def score_distribution(scores: list[float], per_prompt: int) -> dict:
     }
 
 
+def train_prompt_pool(task_cfg: TaskConfig, seed: int, recipe: TaskRecipe = TaskRecipe()) -> list[str]:
+    """The train-split prompts of the task, in their fixed order: SFT draws from all of them, the offline dataset
+    uses the first `task_cfg.num_prompts`; the rest are free for other uses (e.g. more reward-model data)."""
+    return sample_prompts(max(recipe.train_pool, task_cfg.num_prompts), seed, "train")
+
+
+def sample_scored_rows(model_dir: str | Path, prompts: list[str], samples_per_prompt: int, seed: int,
+                       recipe: TaskRecipe = TaskRecipe()) -> list[dict]:
+    """HelpSteer2-format rows: `samples_per_prompt` temperature-1 samples of the model per prompt (grouped by
+    prompt, in order), each with its five gold attributes."""
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    repeated = [p for p in prompts for _ in range(samples_per_prompt)]
+    with torch_threads(recipe.threads):
+        ids = generate_ids(model, tok, repeated, max_new_tokens=recipe.max_new_tokens, temperature=1.0,
+                           batch_size=recipe.gen_batch_size, seed=seed)
+    rows = []
+    for p, x in zip(repeated, ids):
+        r = decode(tok, x)
+        rows.append({"prompt": p, "response": r, **gold_attributes(p, r)})
+    return rows
+
+
 def build_default_task(task_cfg: TaskConfig, seed: int, recipe: TaskRecipe = TaskRecipe(),
                        log: Callable[[str], None] = print) -> DefaultTask:
     """Build (or reuse) the embedded default task under `task_cfg.dir`; see the module docstring."""
+    with torch_threads(recipe.threads), torch.random.fork_rng(devices=[]):  # the caller's RNG is left as it was
+        return _build(task_cfg, seed, recipe, log)
+
+
+def _build(task_cfg: TaskConfig, seed: int, recipe: TaskRecipe, log: Callable[[str], None]) -> DefaultTask:
     task_dir = Path(task_cfg.dir)
     task_dir.mkdir(parents=True, exist_ok=True)
-    pool_size = max(recipe.train_pool, task_cfg.num_prompts)
-    train_prompts = sample_prompts(pool_size, seed, "train")
-    base_params = {"version": TASK_VERSION, "seed": seed, "recipe": asdict(recipe)}
+    train_prompts = train_prompt_pool(task_cfg, seed, recipe)
+    r = asdict(recipe)
+
+    def pick(*keys: str) -> dict:  # each step's fingerprint holds only what shapes its output
+        return {k: r[k] for k in keys}
+
+    tok_params = {"version": TASK_VERSION, "seed": seed, **pick("vocab_size", "train_pool", "tokenizer_texts")}
 
     def build_tokenizer(out: Path) -> dict:
         tok = train_tokenizer(_tokenizer_texts(train_prompts, recipe.tokenizer_texts, seed), out,
                               vocab_size=recipe.vocab_size)
         return {"vocab": len(tok)}
 
-    tok_dir = _step(task_dir, "tokenizer", base_params, build_tokenizer, log)
+    tok_dir = _step(task_dir, "tokenizer", tok_params, build_tokenizer, log)
 
     def build_base(out: Path) -> dict:
         tok = AutoTokenizer.from_pretrained(str(tok_dir))
@@ -157,7 +203,7 @@ def build_default_task(task_cfg: TaskConfig, seed: int, recipe: TaskRecipe = Tas
                                                    heads=recipe.heads, kv_heads=recipe.kv_heads))
         model.generation_config.pad_token_id = tok.pad_token_id
         cfg = SFTConfig(steps=task_cfg.sft_steps, batch_size=recipe.sft_batch_size, lr=recipe.sft_lr, seed=seed,
-                        log_every=max(1, task_cfg.sft_steps // 6))
+                        log_every=max(1, -(-task_cfg.sft_steps // 5)))
         pairs = sft_examples(train_prompts, task_cfg.sft_steps * recipe.sft_batch_size, seed)
         log(f"[task] base: SFT of a {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M-param tiny Llama, "
             f"{cfg.steps} steps x {cfg.batch_size}")
@@ -166,22 +212,16 @@ def build_default_task(task_cfg: TaskConfig, seed: int, recipe: TaskRecipe = Tas
         tok.save_pretrained(str(out))
         return {"final_loss": rows[-1]["loss"] if rows else None}
 
-    base_dir = _step(task_dir, "base", {**base_params, "sft_steps": task_cfg.sft_steps}, build_base, log)
+    base_params = {**tok_params, "sft_steps": task_cfg.sft_steps,
+                   **pick("hidden_size", "layers", "heads", "kv_heads", "sft_batch_size", "sft_lr")}
+    base_dir = _step(task_dir, "base", base_params, build_base, log)
 
     def build_data(out: Path) -> dict:
-        tok = AutoTokenizer.from_pretrained(str(base_dir))
-        model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
-        prompts = train_prompts[: task_cfg.num_prompts]
-        repeated = [p for p in prompts for _ in range(task_cfg.responses_per_prompt)]
-        log(f"[task] data: sampling {len(repeated)} responses at temperature 1")
-        ids = generate_ids(model, tok, repeated, max_new_tokens=recipe.max_new_tokens, temperature=1.0,
-                           batch_size=recipe.gen_batch_size, seed=seed)
-        rows, scores = [], []
-        for p, x in zip(repeated, ids):
-            r = decode(tok, x)
-            attrs = gold_attributes(p, r)
-            rows.append({"prompt": p, "response": r, **{a: attrs[a] for a in ATTRIBUTES}})
-            scores.append(combine_attributes(attrs))
+        log(f"[task] data: sampling {task_cfg.num_prompts * task_cfg.responses_per_prompt} responses at "
+            f"temperature 1")
+        rows = sample_scored_rows(base_dir, train_prompts[: task_cfg.num_prompts], task_cfg.responses_per_prompt,
+                                  seed, recipe)
+        scores = [combine_attributes(r) for r in rows]
         _write_jsonl(out / "train.jsonl", rows)
         _write_jsonl(out / "heldout.jsonl", [{"prompt": p} for p in sample_prompts(recipe.heldout_prompts, seed,
                                                                                     "heldout")])
@@ -190,7 +230,8 @@ def build_default_task(task_cfg: TaskConfig, seed: int, recipe: TaskRecipe = Tas
             f"{dist['within_prompt_std']:.3f}, histogram {dist['histogram']}")
         return {"gold_score": dist}
 
-    data_params = {**base_params, "sft_steps": task_cfg.sft_steps, "num_prompts": task_cfg.num_prompts,
+    data_params = {**base_params, **pick("heldout_prompts", "max_new_tokens", "gen_batch_size"),
+                   "num_prompts": task_cfg.num_prompts,
                    "responses_per_prompt": task_cfg.responses_per_prompt}
     data_dir = _step(task_dir, "data", data_params, build_data, log)
     return DefaultTask(dir=task_dir, model_dir=base_dir, train_path=data_dir / "train.jsonl",
@@ -198,6 +239,7 @@ def build_default_task(task_cfg: TaskConfig, seed: int, recipe: TaskRecipe = Tas
 
 
 def main(argv: list[str]) -> None:
+    """key=value config overrides."""
     cfg = load_config(None, argv)
     t0 = time.perf_counter()
     task = build_default_task(cfg.task, cfg.trainer.seed)

@@ -1,6 +1,6 @@
 """Evaluation on held-out prompts of the embedded task: gold reward with a 95% interval, win rate, KL to a reference.
 
-    una-hpc eval CONFIG.yaml          # the CLI calls evaluate(); from python:
+    .venv/bin/python -m pytest tests/unit/test_evaluate.py -q      # its tests; from python:
     evaluate("runs/x/final", None, load_prompts("runs/default/data/heldout.jsonl"), EvalConfig(),
              baseline="runs/default/base", reference="runs/default/base", out_dir="runs/x")
 
@@ -70,16 +70,18 @@ def generate_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pro
         max_new_tokens=max_new_tokens, do_sample=sample, temperature=temperature if sample else None,
         top_k=0 if sample else None, top_p=1.0 if sample else None, pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
-    torch.manual_seed(seed)
     device = next(model.parameters()).device
     out: list[list[int]] = []
-    for start in range(0, len(prompts), batch_size):
-        encoded = [encode_prompt(tokenizer, p) for p in prompts[start:start + batch_size]]
-        ids, mask = _left_pad(encoded, tokenizer.pad_token_id)
-        gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=gen_cfg)
-        for row in gen[:, ids.shape[1]:].tolist():
-            cut = row.index(tokenizer.eos_token_id) + 1 if tokenizer.eos_token_id in row else len(row)
-            out.append(row[:cut])
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # caller's RNG untouched
+        torch.manual_seed(seed)
+        for start in range(0, len(prompts), batch_size):
+            encoded = [encode_prompt(tokenizer, p) for p in prompts[start:start + batch_size]]
+            ids, mask = _left_pad(encoded, tokenizer.pad_token_id)
+            gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                 generation_config=gen_cfg)
+            for row in gen[:, ids.shape[1]:].tolist():
+                cut = row.index(tokenizer.eos_token_id) + 1 if tokenizer.eos_token_id in row else len(row)
+                out.append(row[:cut])
     return out
 
 
@@ -164,14 +166,14 @@ def _score_all(prompts: Sequence[str], responses: Sequence[str], scorer: Callabl
 
 
 def evaluate(model_dir_or_model: ModelLike, tokenizer: PreTrainedTokenizerBase | None, prompts: Sequence[str],
-             eval_cfg: EvalConfig, *, baseline: ModelLike | Sequence[str] | None = None,
+             eval_cfg: EvalConfig, *, baseline: ModelLike | list[str] | None = None,
              reference: ModelLike | None = None, out_dir: str | Path | None = None, seed: int = 0,
              batch_size: int = 64, scorer: Callable[[str, str], float] | None = None,
              weights: Mapping[str, float] = DEFAULT_ATTRIBUTE_WEIGHTS) -> dict:
     """Evaluate a policy on held-out prompts; writes `eval.json` into `out_dir` (default: the model dir when a
     dir was given; nothing is written for an in-memory model without `out_dir`). Returns the same dict.
 
-    `baseline`: a model, model dir, or the baseline's responses (one per evaluated prompt) for the win rate.
+    `baseline`: a model, model dir, or a list of the baseline's responses (one per evaluated prompt).
     `reference`: a model or model dir for the KL estimate. `scorer(prompt, response) -> float` replaces the gold
     reward (then no per-attribute breakdown)."""
     if tokenizer is None:
@@ -201,10 +203,10 @@ def evaluate(model_dir_or_model: ModelLike, tokenizer: PreTrainedTokenizerBase |
             by_family[family_of(p)].append(s)
         result["families"] = {f: sum(v) / len(v) for f, v in sorted(by_family.items())}
     if baseline is not None:
-        if isinstance(baseline, (str, Path, PreTrainedModel)):
-            base_responses = generate(baseline, tokenizer, prompts, **gen)
-        else:
+        if isinstance(baseline, (list, tuple)):
             base_responses = list(baseline)[: len(prompts)]
+        else:  # a model dir or any model with .generate (a PeftModel too)
+            base_responses = generate(baseline, tokenizer, prompts, **gen)
         base_scores, _ = _score_all(prompts, base_responses, scorer, weights)
         result["win_rate"] = win_rate(scores, base_scores)
         result["win_rate"]["baseline"] = str(baseline) if isinstance(baseline, (str, Path)) else "given"

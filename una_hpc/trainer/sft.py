@@ -132,7 +132,9 @@ def train_sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             opt.step()
             sched.step()
-            loss_sum, n_loss, tokens = loss_sum + float(loss), n_loss + 1, tokens + int(batch["attention_mask"].sum())
+            loss_sum += float(loss.detach())
+            n_loss += 1
+            tokens += int(batch["attention_mask"].sum())
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
                 elapsed = time.perf_counter() - t0
                 row = {"step": step + 1, "loss": loss_sum / n_loss, "lr": sched.get_last_lr()[0],
