@@ -3,6 +3,7 @@
 Run: .venv/bin/python -m pytest tests/unit/test_seq_logps_torch.py -q
 """
 import json
+import os
 import subprocess
 import sys
 
@@ -140,7 +141,11 @@ print(json.dumps({"growth": peak - base}))
 
 
 def peak_growth(variant):
-    out = subprocess.run([sys.executable, "-c", WORKER, variant], capture_output=True, text=True, timeout=300)
+    # A clean environment: an in-process vLLM engine earlier in the session exports allocator and threading
+    # variables (measured: the chunked peak grew 30x under them), which would measure vLLM's settings, not ours.
+    env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
+    out = subprocess.run([sys.executable, "-c", WORKER, variant], capture_output=True, text=True, timeout=300,
+                         env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])["growth"]
 
