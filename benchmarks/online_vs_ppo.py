@@ -6,7 +6,7 @@ and the gold-reward curve. Both runs use the same base model, reward model, prom
 
 Each method runs in its own process (peak RSS / CUDA max-allocated is per method). Ratios are UNA / PPO from the
 same invocation; the first step (engine warm-up) is excluded from the time means. Writes
-benchmarks/results/online_vs_ppo_<device>.json and .png.
+benchmarks/results/online_vs_ppo_<cpu|gpu>_<engine>.json and .png.
 """
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ def main() -> None:
                                      "peak_memory": u["peak_memory_mb"] / p["peak_memory_mb"]}
     tag = "gpu" if result["machine"]["gpu"] else "cpu"
     args.results.mkdir(parents=True, exist_ok=True)
-    out = args.results / f"online_vs_ppo_{tag}.json"
+    out = args.results / f"online_vs_ppo_{tag}_{args.engine}.json"
     out.write_text(json.dumps(result, indent=1))
     plot(result, out.with_suffix(".png"))
     print(json.dumps(result["ratios_una_over_ppo"], indent=1))
