@@ -46,6 +46,17 @@ class PackedBatch:
         """[R, L] sequence id per position, -1 on padding (builds the block-diagonal attention mask)."""
         return torch.where(self.pad_mask, torch.full_like(self.seq_index, -1), self.seq_index)
 
+    def select_rows(self, rows: list[int]) -> PackedBatch:
+        """Rows of an unpacked batch (one sequence per row, as `unpacked` makes), renumbered 0..len(rows)-1."""
+        if self.input_ids.shape[0] != self.num_seqs:
+            raise ValueError("select_rows needs one sequence per row (an unpacked batch)")
+        idx = torch.as_tensor(rows, dtype=torch.long)
+        seq = torch.arange(len(rows)).unsqueeze(1).expand(-1, self.input_ids.shape[1]).to(self.seq_index.device)
+        t = self.targets
+        return PackedBatch(self.input_ids[idx], self.position_ids[idx], self.labels[idx], seq, self.pad_mask[idx],
+                           len(rows), SeqTargets(t.kind[idx], t.pair_id[idx], t.target[idx]), self.example_ids[idx],
+                           None if self.ref_logps is None else self.ref_logps[idx])
+
     def to(self, device: torch.device | str) -> PackedBatch:
         moved = {}
         for f in fields(self):

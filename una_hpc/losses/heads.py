@@ -2,7 +2,8 @@
 
 A head turns per-sequence logps and SeqTargets into per-feedback-type loss *sums* plus per-example metrics. The
 trainer divides each sum by that type's example count over the whole optimizer step (the global normalizer), so
-any micro-batch split gives the same loss and gradients, and weights the types (mixed head) from the config.
+any micro-batch split gives the same loss and gradients (KTO excepted: as in TRL, its KL estimate z comes from the
+micro-batch's mismatched pairs), and weights the types (mixed head) from the config.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from torch import Tensor
 from ..config import LossConfig
 from .dpo import dpo_losses
 from .kto import kl_estimate, kto_losses
-from .targets import BINARY, KL, PAIR_CHOSEN, PAIR_REJECTED, SCORE, SeqTargets
+from .targets import BINARY, KL, PAIR_CHOSEN, SCORE, SeqTargets
 from .una_binary import una_binary_losses
 from .una_score import una_score_losses
 
@@ -95,6 +96,8 @@ class LossHead:
     """Mixed head: weight types by loss.type_weights (single-type heads use weight 1)."""
     kl_sequences: bool = False
     """KTO: the collator adds mismatched (prompt, completion) sequences for the KL estimate z."""
+    loop: str = "offline"
+    """Training loop module in una_hpc.trainer that drives this head: offline, online or ppo."""
 
     def __call__(self, policy: Tensor, ref: Tensor, targets: SeqTargets, cfg: LossConfig) -> HeadOutput:
         out = HeadOutput()
@@ -113,7 +116,9 @@ LOSSES: dict[str, LossHead] = {
     "kto": LossHead("kto", (kto_part,), ("binary",), kl_sequences=True),
     "una_binary": LossHead("una_binary", (binary_part,), ("binary",)),
     "una_score": LossHead("una_score", (score_part,), ("score",)),
-    "una_online": LossHead("una_online", (score_part,), ("score",)),
+    "una_online": LossHead("una_online", (score_part,), ("score",), loop="online"),
+    # PPO's per-token clipped losses live in una_hpc.losses.ppo; the head only routes the name to its loop.
+    "ppo": LossHead("ppo", (), (), loop="ppo"),
     "mixed": LossHead("mixed", (pairwise_part, binary_part, score_part), ("pairwise", "binary", "score"),
                       weighted=True),
 }

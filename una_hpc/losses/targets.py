@@ -10,7 +10,6 @@ import torch
 from torch import Tensor
 
 PAIR_CHOSEN, PAIR_REJECTED, BINARY, SCORE, KL = 0, 1, 2, 3, 4
-KIND_NAMES = {PAIR_CHOSEN: "chosen", PAIR_REJECTED: "rejected", BINARY: "binary", SCORE: "score", KL: "kl"}
 # Feedback type of an example (a pair is one example) -> the sequence kinds it consists of.
 FEEDBACK_TYPES = ("pairwise", "binary", "score")
 

@@ -8,9 +8,20 @@
 from __future__ import annotations
 
 import importlib.util
+from typing import Protocol
 
 import torch
 from torch import Tensor
+
+
+class PackedRows(Protocol):
+    """What the model layer needs of a packed batch (una_hpc.data.batch.PackedBatch satisfies it; models sits
+    below data and does not import it)."""
+
+    input_ids: Tensor
+    position_ids: Tensor
+
+    def segment_ids(self) -> Tensor: ...
 
 
 def resolve_attn_implementation(requested: str, device: torch.device) -> str:

@@ -5,11 +5,13 @@ model (PEFT's merge_and_unload would change the module tree under the optimizer)
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from torch import Tensor
 
 PEFT_PREFIX = "base_model.model."
+LORA_A_KEY = re.compile(r"^(?P<mod>.+)\.lora_A\.(?P<adapter>[^.]+)\.weight$")
 
 
 def lora_scalings(peft_model) -> dict[str, float]:
@@ -20,21 +22,25 @@ def lora_scalings(peft_model) -> dict[str, float]:
     return out
 
 
-def merge_lora_state_dict(state: Mapping[str, Tensor], scaling: float, adapter: str = "default") -> dict[str, Tensor]:
-    """PEFT names -> HF names; `x.base_layer.weight` + scaling * `x.lora_B.w` @ `x.lora_A.w` -> `x.weight`."""
-    merged: dict[str, Tensor] = {}
-    for key, value in state.items():
-        if ".lora_" in key:
+def merge_lora_state_dict(state: Mapping[str, Tensor], scaling: float) -> dict[str, Tensor]:
+    """PEFT names -> HF names; `x.base_layer.weight` + scaling * `x.lora_B.<a>.weight` @ `x.lora_A.<a>.weight`
+    -> `x.weight`, for every adapter <a> present. The state-dict form of the merge, for consolidated ZeRO-3 / TP
+    states and offline checkpoints; a live model is merged layer by layer by rollout.weights.policy_weights_for_sync.
+    """
+    merged: dict[str, Tensor] = {k: v for k, v in state.items() if ".lora_" not in k}
+    for key, a in state.items():
+        m = LORA_A_KEY.match(key)
+        if m is None:
             continue
+        base = f"{m['mod']}.base_layer.weight"
+        b = state[f"{m['mod']}.lora_B.{m['adapter']}.weight"]
+        w = merged[base]
+        merged[base] = (w.float() + scaling * (b.float() @ a.float())).to(w.dtype)
+    out: dict[str, Tensor] = {}
+    for key, value in merged.items():
         name = key[len(PEFT_PREFIX):] if key.startswith(PEFT_PREFIX) else key
-        if ".base_layer." in key:
-            stem = key.split(".base_layer.")[0]
-            name = name.replace(".base_layer.", ".")
-            a, b = state.get(f"{stem}.lora_A.{adapter}.weight"), state.get(f"{stem}.lora_B.{adapter}.weight")
-            if key.endswith(".weight") and a is not None and b is not None:
-                value = (value.float() + scaling * (b.float() @ a.float())).to(value.dtype)
-        merged[name] = value
-    return merged
+        out[name.replace(".base_layer.", ".")] = value
+    return out
 
 
 def hf_state_dict(model, state: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:

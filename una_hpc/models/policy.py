@@ -16,8 +16,7 @@ from torch import Tensor, nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from ..config import ModelConfig
-from ..data.batch import PackedBatch
-from .attention import packed_forward_kwargs, resolve_attn_implementation
+from .attention import PackedRows, packed_forward_kwargs, resolve_attn_implementation
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
@@ -56,7 +55,7 @@ def base_causal_lm(model: nn.Module) -> nn.Module:
             return model
 
 
-def decoder_hidden(model: nn.Module, batch: PackedBatch, attn_impl: str) -> Tensor:
+def decoder_hidden(model: nn.Module, batch: PackedRows, attn_impl: str) -> Tensor:
     """Final-norm hidden states [R*L, H] of packed rows (what the lm_head would see), no logits."""
     lm = base_causal_lm(model)
     dtype = next(lm.parameters()).dtype
@@ -94,7 +93,7 @@ class PolicyPair:
             raise RuntimeError("no reference model loaded (reference logps were expected from the cache)")
 
     @torch.no_grad()
-    def ref_hidden_and_weight(self, batch: PackedBatch) -> tuple[Tensor, Tensor]:
+    def ref_hidden_and_weight(self, batch: PackedRows) -> tuple[Tensor, Tensor]:
         with self.reference() as ref:
             return decoder_hidden(ref, batch, self.attn_impl), lm_head_weight(ref)
 

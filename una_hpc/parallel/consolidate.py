@@ -19,34 +19,20 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..models.lora import LORA_A_KEY, PEFT_PREFIX, merge_lora_state_dict
 from .checkpoint import read_meta, staged_dir
 from .engine import TrainEngine
 
 WEIGHT_FILE = re.compile(r".*\.(safetensors|bin|pt|pth|ckpt)$|.*\.(safetensors|bin)\.index\.json$")
-PEFT_PREFIX = "base_model.model."
-LORA_KEY = re.compile(r"^(?P<mod>.+)\.lora_A\.(?P<adapter>[^.]+)\.weight$")
 
 
 def merge_lora(state_dict: dict[str, Tensor], lora_scale: float | None) -> dict[str, Tensor]:
     """PEFT names -> base names, LoRA merged into its base layer: W = W0 + lora_scale * B @ A (scale = alpha / r)."""
     if not any(k.startswith(PEFT_PREFIX) for k in state_dict):
         return state_dict
-    merged = {k: v for k, v in state_dict.items() if ".lora_" not in k}
-    for key, a in state_dict.items():
-        m = LORA_KEY.match(key)
-        if m is None:
-            continue
-        if lora_scale is None:
-            raise ValueError("the state dict holds LoRA factors: pass lora_scale = model.lora_alpha / model.lora_rank")
-        base = f"{m['mod']}.base_layer.weight"
-        b = state_dict[f"{m['mod']}.lora_B.{m['adapter']}.weight"]
-        w = merged[base]
-        merged[base] = (w.float() + lora_scale * (b.float() @ a.float())).to(w.dtype)
-    out = {}
-    for k, v in merged.items():
-        name = k[len(PEFT_PREFIX):] if k.startswith(PEFT_PREFIX) else k
-        out[name.replace(".base_layer.", ".")] = v
-    return out
+    if lora_scale is None and any(LORA_A_KEY.match(k) for k in state_dict):
+        raise ValueError("the state dict holds LoRA factors: pass lora_scale = model.lora_alpha / model.lora_rank")
+    return merge_lora_state_dict(state_dict, lora_scale or 0.0)
 
 
 def _load(path: Path) -> dict:

@@ -195,7 +195,7 @@ class TrainEngine(ABC):
     def _vocab_start(self, shard: Tensor) -> int:
         """First vocabulary row of this rank's shard: shard rows of lower TP ranks, summed (computed once)."""
         if getattr(self, "_cached_vocab_start", None) is None:
-            rows = torch.tensor([shard.shape[0]], dtype=torch.long)
+            rows = torch.tensor([shard.shape[0]], dtype=torch.long, device=shard.device)
             everyone = [torch.zeros_like(rows) for _ in range(self.tp_size)]
             dist.all_gather(everyone, rows, group=self.tp_group)
             me = dist.get_rank(self.tp_group)
@@ -207,7 +207,7 @@ class TrainEngine(ABC):
         if self.dp_group is None or self.dp_world_size == 1:
             return dict(values)
         keys = sorted(values)
-        t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
+        t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=self.device)  # NCCL: on device
         dist.all_reduce(t, group=self.dp_group)
         return {k: (int(v) if isinstance(values[k], int) else float(v)) for k, v in zip(keys, t.tolist())}
 

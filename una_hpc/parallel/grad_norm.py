@@ -19,6 +19,7 @@ def is_tp_sharded(p: nn.Parameter) -> bool:
 
 
 def global_grad_norm(params: Iterable[nn.Parameter], tp_group=None) -> float:
+    params = list(params)
     sharded = torch.zeros((), dtype=torch.float64)
     replicated = torch.zeros((), dtype=torch.float64)
     for p in params:
@@ -30,5 +31,8 @@ def global_grad_norm(params: Iterable[nn.Parameter], tp_group=None) -> float:
         else:
             replicated += sq
     if tp_group is not None and dist.get_world_size(tp_group) > 1:
+        device = next((p.grad.device for p in params if p.grad is not None), sharded.device)
+        sharded = sharded.to(device)  # NCCL only reduces device tensors
         dist.all_reduce(sharded, group=tp_group)
+        sharded = sharded.cpu()
     return math.sqrt(float(sharded + replicated))

@@ -24,18 +24,12 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerBase
 
 from ..data import encode_completions, encode_prompts
 from ..data.formats import Prompt
+from ..models.policy import load_tokenizer
 from .base import Rollout
-
-
-def load_rm_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
-    tok = AutoTokenizer.from_pretrained(str(path))
-    if tok.pad_token is None:  # Llama-style tokenizers ship without one; padding is masked out anyway
-        tok.pad_token = tok.eos_token
-    return tok
 
 
 def encode_pair(tokenizer: PreTrainedTokenizerBase, prompt: Prompt, response: str) -> list[int]:
@@ -84,7 +78,7 @@ class RewardModel:
                         batch_size: int = 16) -> RewardModel:
         if not (Path(path) / "config.json").is_file():
             raise FileNotFoundError(f"{path}: not an HF reward model directory (no config.json)")
-        tok = load_rm_tokenizer(path)
+        tok = load_tokenizer(path)
         model = AutoModelForSequenceClassification.from_pretrained(str(path), dtype=dtype)
         if model.config.num_labels != 1:
             raise ValueError(f"{path}: a reward model needs num_labels=1, this one has {model.config.num_labels}")

@@ -36,7 +36,8 @@ from transformers import AutoModelForSequenceClassification
 from ..config import Config, DataConfig
 from ..data import load_validated, to_examples
 from ..data.formats import Prompt
-from .reward import encode_texts, load_rm_tokenizer, sequence_logits
+from ..models.policy import load_tokenizer
+from .reward import encode_texts, sequence_logits
 
 log = logging.getLogger(__name__)
 META_FILE = "reward_model.json"
@@ -73,7 +74,7 @@ def train_reward_model(base_model_dir: str | Path, rows: Iterable[ScoredText | t
         raise ValueError(f"reward-model training needs steps >= 1, lr > 0, batch_size >= 1 "
                          f"(got {steps}, {lr}, {batch_size})")
     data = _as_rows(rows)
-    tok = load_rm_tokenizer(base)
+    tok = load_tokenizer(base)
     encoded = encode_texts(tok, [r.prompt for r in data], [r.response for r in data])
     targets = torch.tensor([float(r.score) for r in data])
     t0 = time.perf_counter()

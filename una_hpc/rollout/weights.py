@@ -20,16 +20,11 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
+from ..models.policy import base_causal_lm
 
-def unwrap_hf_model(model: nn.Module) -> nn.Module:
-    """Strip DeepSpeed / DDP `.module` wrappers and a PeftModel shell, returning the HF model (LoRA layers in it)."""
-    while True:
-        if hasattr(model, "get_base_model") and callable(model.get_base_model):
-            model = model.get_base_model()
-        elif isinstance(getattr(model, "module", None), nn.Module):
-            model = model.module
-        else:
-            return model
+
+# Strip DeepSpeed / DDP `.module` wrappers and a PeftModel shell, returning the HF model (LoRA layers in it).
+unwrap_hf_model = base_causal_lm
 
 
 def _lora_classes() -> tuple[type, type] | None:

@@ -5,12 +5,11 @@ from pathlib import Path
 
 from ..config import Config
 
-# loss.name -> loop module (imported lazily: the online loops need rollout engines the offline loop does not).
-LOOP_OF_LOSS = {"una_online": "online", "ppo": "ppo"}
-
 
 def run_training(cfg: Config) -> Path | None:
+    """The loop the loss head names (imported lazily: online loops need rollout engines the offline one does not)."""
     import importlib
 
-    loop = importlib.import_module(f".{LOOP_OF_LOSS.get(cfg.loss.name, 'offline')}", __name__)
-    return loop.train(cfg)
+    from ..losses import get_head
+
+    return importlib.import_module(f".{get_head(cfg.loss.name).loop}", __name__).train(cfg)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import Config
+from ..config import Config, ConfigError
 from ..data.convert import resolve_view, to_examples
 from ..data.io import DataError, load_table
 from ..data.tokenize import TokenizedExample, tokenize_examples
@@ -37,8 +37,24 @@ def resolve_inputs(cfg: Config, *, is_main: bool = True, barrier=lambda: None) -
         if not data:
             data, fmt = str(task.train_path), "helpsteer2"
             eval_path = eval_path or str(task.heldout_path)
+    if not (Path(model) / "config.json").is_file():
+        raise ConfigError(f"model.path {model}: not an HF model directory (no config.json); models are never "
+                          "downloaded here")
+    if data and not Path(data).exists():
+        raise ConfigError(f"data.path {data}: no such file or directory")
     return RunInputs(Path(model), Path(data) if data else None, fmt,
                      Path(eval_path) if eval_path else None)
+
+
+def check_batching(cfg: Config, dp_world_size: int) -> None:
+    """Every data-parallel rank must run the same number of micro-batches (collectives pair up per backward)."""
+    b, m = cfg.trainer.batch_size, cfg.trainer.micro_batch_size
+    if b < 1 or m < 0:
+        raise ConfigError(f"trainer.batch_size must be >= 1 and trainer.micro_batch_size >= 0, got {b}, {m}")
+    if b % dp_world_size:
+        raise ConfigError(f"trainer.batch_size={b} must be a multiple of the {dp_world_size} data-parallel ranks")
+    if m and (b // dp_world_size) % m:
+        raise ConfigError(f"trainer.micro_batch_size={m} must divide each rank's {b // dp_world_size} examples")
 
 
 def load_training_data(cfg: Config, inputs: RunInputs, tokenizer) -> list[TokenizedExample]:

@@ -19,7 +19,6 @@ class MetricsLogger:
         self.path = Path(output_dir) / "metrics.jsonl"
         self._tb = None
         self._bar = None
-        self._tokens = 0
         self._t0 = time.perf_counter()
         if not enabled:
             return
@@ -45,7 +44,6 @@ class MetricsLogger:
 
     def log(self, step: int, row: dict, tokens: int) -> dict:
         now = time.perf_counter()
-        self._tokens += tokens
         row = {"step": step, **row, "tokens_per_s": tokens / max(now - self._t0, 1e-9)}
         self._t0 = now
         if not self.enabled:

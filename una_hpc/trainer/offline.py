@@ -14,7 +14,7 @@ from pathlib import Path
 from ..config import Config
 from ..data.packing import collate
 from ..losses import get_head
-from .inputs import load_training_data
+from .inputs import check_batching, load_training_data
 from .ref_logps import reference_logps
 from .run import open_run
 from .sampler import StepSampler, micro_batches, shard_for_rank
@@ -28,6 +28,7 @@ def global_counts(data, indices: list[int]) -> dict[str, int]:
 def train(cfg: Config) -> Path:
     """Run offline training; returns the final HF model dir."""
     run = open_run(cfg)
+    check_batching(cfg, run.dist.world_size // max(cfg.parallel.tp_size, 1))
     data = load_training_data(cfg, run.inputs, run.tokenizer)  # DataError before anything is written
     head = get_head(cfg.loss.name)
     # KTO's mismatched KL sequences depend on the micro-batch, so their reference runs in the kernel's pass.

@@ -20,8 +20,8 @@ from ..losses import get_head, normalize_rewards
 from ..rollout.factory import make_engine
 from ..rollout.reward import RewardModel
 from ..rollout.weights import policy_weights_for_sync
-from .online_common import (PhaseTimer, gold_rewards, load_prompts, peak_memory_mb, reward_model_path,
-                            sampling_for_step)
+from .online_common import (PhaseTimer, check_online_config, gold_rewards, load_prompts, peak_memory_mb,
+                            reward_model_path, sampling_for_step)
 from .run import open_run
 from .sampler import StepSampler, micro_batches, shard_for_rank
 from .step import reduce_row, train_step
@@ -34,10 +34,11 @@ def rollouts_to_examples(rollouts, targets: torch.Tensor) -> list[TokenizedExamp
 
 def train(cfg: Config) -> Path:
     run = open_run(cfg)
+    check_online_config(cfg, run.dist.world_size)
     prompts = load_prompts(cfg, run.inputs.data_path, run.inputs.data_format, run.tokenizer)
     head = get_head(cfg.loss.name)
     pair = run.load_policy(need_ref=True)
-    rm = RewardModel.from_pretrained(reward_model_path(cfg), device=run.device,
+    rm = RewardModel.from_pretrained(reward_model_path(cfg, run.is_main, run.barrier), device=run.device,
                                      max_length=cfg.trainer.max_length)
     start = run.start()
     engine = run.engine

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import torch
 
-from ..config import Config
+from ..config import Config, ConfigError
 from ..data.convert import prompts_of
 from ..data.io import load_table
 from ..data.tokenize import encode_prompts
 from ..rollout.base import Rollout, SamplingSettings
-from ..rollout.reward import RewardModel
 
 
 @dataclass
@@ -43,24 +42,35 @@ def load_prompts(cfg: Config, data_path: Path, data_format: str, tokenizer) -> P
     return PromptSet([prompts[i] for i in keep], [ids[i] for i in keep], len(ids) - len(keep))
 
 
-def reward_model_path(cfg: Config) -> Path:
-    """rollout.reward_model as given, else the embedded default's reward model (trained once, cached)."""
+def check_online_config(cfg: Config, dp_world_size: int) -> None:
+    """One-line ConfigErrors for online settings this harness cannot run correctly."""
+    if cfg.model.path and not cfg.rollout.reward_model:
+        raise ConfigError("rollout.reward_model is empty but model.path is set: the embedded default's reward model "
+                          "has another tokenizer; train one with `una-hpc train-rm` and pass its dir")
+    if cfg.parallel.zero_stage == 3 or cfg.parallel.tp_size > 1:
+        raise ConfigError("online runs sync unpartitioned weights into the rollout engine: use parallel.zero_stage "
+                          "<= 2 and parallel.tp_size=1")
+    if cfg.rollout.prompts_per_step % dp_world_size:
+        raise ConfigError(f"rollout.prompts_per_step={cfg.rollout.prompts_per_step} must be a multiple of the "
+                          f"{dp_world_size} data-parallel ranks")
+
+
+def reward_model_path(cfg: Config, is_main: bool = True, barrier=lambda: None) -> Path:
+    """rollout.reward_model as given, else the embedded default's reward model (trained once on rank 0, cached)."""
     if cfg.rollout.reward_model:
         return Path(cfg.rollout.reward_model)
     from .default_rm import build_default_reward_model
     from .default_task import build_default_task
 
     task = build_default_task(cfg.task, cfg.trainer.seed)
-    return build_default_reward_model(task, cfg.task, cfg.trainer.seed)
+    path = build_default_reward_model(task, cfg.task, cfg.trainer.seed) if is_main else None
+    barrier()
+    return path or build_default_reward_model(task, cfg.task, cfg.trainer.seed)
 
 
 def sampling_for_step(cfg: Config, step: int, rank: int) -> SamplingSettings:
     """Per-step seeds: a resumed run samples exactly what the killed run would have sampled."""
     return SamplingSettings.from_config(cfg.rollout, seed=cfg.trainer.seed * 7919 + step * 1009 + rank * 100_003)
-
-
-def score_rollouts(rm: RewardModel, rollouts: list[Rollout]) -> torch.Tensor:
-    return rm.score_rollouts(rollouts)
 
 
 def peak_memory_mb(device: torch.device) -> float:

@@ -27,9 +27,13 @@ def _compute(model, attn_impl: str, data, pad_id: int, cfg: Config, device) -> d
     was_training = model.training
     model.eval()
     values: dict[int, Tensor] = {}
+    # The same compute dtype as training, so that policy == reference gives r = 0 at step 0 under bf16 too.
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.trainer.dtype == "bfloat16"
+                else contextlib.nullcontext())
     for idx in micro_batches(list(range(len(data))), cfg.trainer.micro_batch_size or cfg.trainer.batch_size):
         batch = collate([data[i] for i in idx], pad_id, row_length=cfg.trainer.max_length).to(device)
-        hidden = decoder_hidden(model, batch, attn_impl)
+        with autocast:
+            hidden = decoder_hidden(model, batch, attn_impl)
         logps, _ = seq_logps(hidden, lm_head_weight(model).to(hidden.dtype), batch.labels.reshape(-1),
                              batch.seq_index.reshape(-1), batch.num_seqs)
         values.update(split_by_example(batch, logps))
@@ -51,7 +55,8 @@ def reference_logps(pair: PolicyPair, data, cfg: Config, model_path: Path, dist,
     ref_model = load_causal_lm(cfg.model.ref_path, pair.attn_impl).to(device) if cfg.model.ref_path else None
     fingerprint = model_fingerprint(ref_model if ref_model is not None else pair.policy, skip=("lora_",))
     cache = RefLogpCache(Path(cfg.data.cache_dir) / "ref_logps", dataset_fingerprint(data), fingerprint,
-                         extra=f"{cfg.model.ref_path or model_path}|{cfg.trainer.max_length}")
+                         extra=f"{cfg.model.ref_path or model_path}|{cfg.trainer.max_length}|{cfg.trainer.dtype}|"
+                               f"{pair.attn_impl}")
     if cache.load() is not None:
         if dist.rank == 0:
             print(f"reference logps: cache hit {cache.path}")

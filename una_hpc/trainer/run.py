@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from ..config import Config, save_config
 from ..models.policy import PolicyPair, build_policy, load_tokenizer
 from ..parallel import DistInfo, build_engine, init_distributed
 from ..parallel.distributed import device_for
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import checkpoints_root, latest_checkpoint, load_checkpoint, save_checkpoint
 from .export import export_hf_model
 from .inputs import RunInputs, resolve_inputs
 from .metrics import MetricsLogger
@@ -68,6 +69,10 @@ class Run:
             if self.is_main:
                 print(f"resumed from {ckpt} at step {self.start_step}")
         if self.is_main:
+            stale = checkpoints_root(self.out)
+            if ckpt is None and stale.is_dir():  # a fresh run must never prune or resume another run's steps
+                print(f"fresh run: removing the previous run's checkpoints in {stale}")
+                shutil.rmtree(stale)
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.out / "config.yaml")
         self._saved_at = self.start_step
