@@ -24,11 +24,15 @@ $(STAMP): pyproject.toml Makefile
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+# Integration last: an in-process vLLM engine changes process-wide state its test process keeps (torch threads,
+# NUMA memory binding inherited by child processes), which would skew the kernel memory measurement in unit/.
+TEST_ORDER := tests/unit tests/distributed tests/integration
+
 test: venv
-	$(VPY) -m pytest tests -q
+	$(VPY) -m pytest $(TEST_ORDER) -q
 
 test-fast: venv
-	$(VPY) -m pytest tests -q -m "not slow"
+	$(VPY) -m pytest $(TEST_ORDER) -q -m "not slow"
 
 demo: venv
 	$(VENV)/bin/una-hpc demo configs/quickstart.yaml

@@ -84,12 +84,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.fn(args)
     except (ConfigError, EngineStartError, VLLMNotInstalledError, WeightSyncError) as e:
         print(f"error: {e}", file=sys.stderr)
-    except (FileNotFoundError, ValueError) as e:  # bad paths or values met past config parsing: still one line
-        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
     except DataError as e:
         for problem in e.problems:
             print(problem, file=sys.stderr)
         print(f"{len(e.problems)} data problem(s); nothing was trained", file=sys.stderr)
+    except (FileNotFoundError, ValueError) as e:  # bad paths or values met past config parsing: still one line
+        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
     except KeyboardInterrupt:
         print("interrupted; resume with trainer.resume=true", file=sys.stderr)
         return 130

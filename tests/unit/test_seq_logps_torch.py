@@ -141,8 +141,9 @@ print(json.dumps({"growth": peak - base}))
 
 
 def peak_growth(variant):
-    # A clean environment: an in-process vLLM engine earlier in the session exports allocator and threading
-    # variables (measured: the chunked peak grew 30x under them), which would measure vLLM's settings, not ours.
+    # A clean environment: an in-process vLLM engine exports allocator and threading variables (LD_PRELOAD among
+    # them). It also binds the process's memory policy, which children inherit and which this measurement cannot
+    # shed (measured: chunked grew to 0.96x naive), so `make test` runs tests/unit before tests/integration.
     env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
     out = subprocess.run([sys.executable, "-c", WORKER, variant], capture_output=True, text=True, timeout=300,
                          env=env)

@@ -22,7 +22,8 @@ from .tokenize import (TokenizedExample, TokenizeResult, encode_completions, enc
 from .validate import ValidationReport, load_validated, parse_table, validate, validate_report
 
 __all__ = [
-    "IGNORE_INDEX", "PackedBatch", "run_data_check", "VIEWS", "Example", "prompts_of", "records_to_examples", "resolve_view",
+    "IGNORE_INDEX", "PackedBatch", "run_data_check", "VIEWS", "Example", "prompts_of", "records_to_examples",
+    "resolve_view",
     "to_examples", "FORMATS", "FormatSpec", "Record", "get_format", "DataError", "Problem", "load_table",
     "collate", "unpacked", "RefLogpCache", "dataset_fingerprint", "model_fingerprint", "split_by_example",
     "TokenizedExample", "TokenizeResult", "encode_completions", "encode_prompts", "tokenize_data",

@@ -51,10 +51,8 @@ def check_batching(cfg: Config, dp_world_size: int) -> None:
     b, m = cfg.trainer.batch_size, cfg.trainer.micro_batch_size
     if b < 1 or m < 0:
         raise ConfigError(f"trainer.batch_size must be >= 1 and trainer.micro_batch_size >= 0, got {b}, {m}")
-    if b % dp_world_size:
+    if b % dp_world_size:  # equal shares => every rank runs ceil(share / m) micro-batches
         raise ConfigError(f"trainer.batch_size={b} must be a multiple of the {dp_world_size} data-parallel ranks")
-    if m and (b // dp_world_size) % m:
-        raise ConfigError(f"trainer.micro_batch_size={m} must divide each rank's {b // dp_world_size} examples")
 
 
 def load_training_data(cfg: Config, inputs: RunInputs, tokenizer) -> list[TokenizedExample]:

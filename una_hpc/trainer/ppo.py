@@ -45,7 +45,8 @@ def train(cfg: Config) -> Path:
     check_online_config(cfg, run.dist.world_size)
     prompts = load_prompts(cfg, run.inputs.data_path, run.inputs.data_format, run.tokenizer)
     pair = run.load_policy(need_ref=True)
-    rm = RewardModel.from_pretrained(reward_model_path(cfg, run.is_main, run.barrier), device=run.device, max_length=cfg.trainer.max_length)
+    rm = RewardModel.from_pretrained(reward_model_path(cfg, run.is_main, run.barrier), device=run.device,
+                                     max_length=cfg.trainer.max_length)
     critic = ValueModel.from_pretrained(run.inputs.model_path).to(run.device)
     ppo_cfg = _ppo_cfg(cfg)
     critic_engine = build_engine(critic, ppo_cfg)

@@ -4,7 +4,8 @@
     ...validate data / load prompts...          # before anything is written
     run.load_policy(need_ref=...)               # policy (+ reference unless cached / LoRA)
     run.start(engine=build_engine(...))         # resume, output dir, config copy, metrics logger
-    for step in range(run.start_step, cfg.trainer.max_steps): ... run.log(step + 1, row, tokens); run.maybe_save(step + 1)
+    for step in range(run.start_step, cfg.trainer.max_steps):
+        ...; run.log(step + 1, row, tokens); run.maybe_save(step + 1)
     run.finish()                                # last checkpoint + final HF export
 """
 from __future__ import annotations
