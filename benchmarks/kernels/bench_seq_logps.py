@@ -126,7 +126,10 @@ def worker(spec: dict) -> dict:
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
-        base = _rss_bytes()  # current RSS after inputs: an earlier higher peak can only inflate the growth
+        base = _rss_bytes()
+        # Reset the peak-RSS mark (Linux >= 4.0): ru_maxrss survives fork+exec and would carry the parent's RSS.
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
     run()  # warm-up (Triton compile / autotune on GPU)
     sync()
     times = []
@@ -138,9 +141,8 @@ def worker(spec: dict) -> dict:
     if device == "cuda":
         peak = torch.cuda.max_memory_allocated() - base
     else:
-        import resource
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+        with open("/proc/self/status") as f:
+            peak = int(next(ln.split()[1] for ln in f if ln.startswith("VmHWM:"))) * 1024 - base
     return {"ms": 1e3 * sorted(times)[len(times) // 2], "times_ms": [1e3 * t for t in times], "peak_bytes": peak}
 
 
@@ -321,7 +323,7 @@ def main(argv=None) -> int:
             "timing": f"median of {repeat} runs after one warm-up run, time.perf_counter"
                       + (" with torch.cuda.synchronize" if gpu else "") + "; each (variant, shape) in its own process",
             "memory": ("torch.cuda.max_memory_allocated() minus memory_allocated() after the inputs were allocated"
-                       if gpu else "peak RSS growth: ru_maxrss at the end minus the current RSS after the inputs were "
+                       if gpu else "peak RSS growth: VmHWM (reset after the inputs were allocated) minus the RSS then, "
                        "allocated (after a 16-token warm-up), in a fresh process; includes allocator slack; ratios "
                        "only where one fp32 [T, V] tensor >= 64 MiB"),
             "flops": "8*T*H*V useful FLOPs (policy fwd 2 + bwd 4, reference fwd 2); recomputation not counted",

@@ -57,7 +57,8 @@ def test_chat_template_rendering(tok):
 
 def test_plain_rendering_without_template(plain_tok):
     pair, _, score = tokenize_examples(EXAMPLES, plain_tok, max_length=128, max_prompt_length=64)
-    assert pair.sequences[0] == (plain_tok("the cat")["input_ids"], _ids(plain_tok, "sat on") + [plain_tok.eos_token_id])
+    completion = _ids(plain_tok, "sat on") + [plain_tok.eos_token_id]
+    assert pair.sequences[0] == (plain_tok("the cat")["input_ids"], completion)
     assert score.sequences[0][0] == plain_tok("system: be brief\nuser: red\nassistant: ")["input_ids"]
 
 

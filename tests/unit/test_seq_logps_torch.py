@@ -131,19 +131,25 @@ def step(h, w, rh, rw, labels, seq_index, upstream):
         pol, ref = seq_logps(h, w, labels, seq_index, S, ref_hidden=rh, ref_weight=rw, backend="torch")
     ((pol - ref) * upstream).sum().backward()
 
+def peak_rss_bytes():
+    with open("/proc/self/status") as f:
+        return int(next(line.split()[1] for line in f if line.startswith("VmHWM:"))) * 1024
+
 step(*run(64))  # library warm-up (thread pools, kernels) on a tiny batch, not counted
 inputs = run(T)
-base = rss_bytes()  # current RSS after inputs: conservative, an earlier higher peak only inflates the growth
+base = rss_bytes()
+# Reset the peak-RSS mark (Linux >= 4.0). ru_maxrss cannot be used: it survives fork+exec, so a big parent process
+# (one that imported vLLM, say) would set the child's "peak" before it allocated anything.
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
 step(*inputs)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = peak_rss_bytes()
 print(json.dumps({"growth": peak - base}))
 """
 
 
 def peak_growth(variant):
-    # A clean environment: an in-process vLLM engine exports allocator and threading variables (LD_PRELOAD among
-    # them). It also binds the process's memory policy, which children inherit and which this measurement cannot
-    # shed (measured: chunked grew to 0.96x naive), so `make test` runs tests/unit before tests/integration.
+    # A clean environment: an in-process vLLM engine exports allocator and threading variables (LD_PRELOAD among them).
     env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
     out = subprocess.run([sys.executable, "-c", WORKER, variant], capture_output=True, text=True, timeout=300,
                          env=env)

@@ -5,7 +5,6 @@ the metrics logger and progress bar — so UNA-vs-PPO comparisons differ only in
 """
 from __future__ import annotations
 
-import resource
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -77,7 +76,8 @@ def peak_memory_mb(device: torch.device) -> float:
     """CUDA max allocated on GPU, else the process's peak RSS (what the UNA-vs-PPO benchmark compares)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with open("/proc/self/status") as f:  # VmHWM: unlike ru_maxrss, not inherited from a parent across exec
+        return int(next(line.split()[1] for line in f if line.startswith("VmHWM:"))) / 1024
 
 
 @dataclass
