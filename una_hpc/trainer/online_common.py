@@ -15,8 +15,14 @@ import torch
 from ..config import Config, ConfigError
 from ..data.convert import prompts_of
 from ..data.io import load_table
-from ..data.tokenize import encode_prompts
+from ..data.tokenize import TokenizedExample, encode_prompts
 from ..rollout.base import Rollout, SamplingSettings
+from ..rollout.factory import make_engine
+from ..rollout.reward import RewardModel
+from ..rollout.weights import policy_weights_for_sync
+from .run import Run, open_run
+from .sampler import StepSampler, shard_for_rank
+from .step import reduce_row
 
 
 @dataclass
@@ -110,3 +116,81 @@ def gold_rewards(prompts: list, rollouts: list[Rollout], tokenizer) -> list[floa
         return None
     return [gold_score(texts[r.prompt_index], tokenizer.decode(r.completion_ids, skip_special_tokens=True))
             for r in rollouts]
+
+
+def rollouts_to_examples(rollouts: list[Rollout], targets: torch.Tensor) -> list[TokenizedExample]:
+    """Each sampled response becomes one `score` example (prompt ids, completion ids, target)."""
+    return [TokenizedExample(example_id=k, feedback="score", sequences=[(r.prompt_ids, r.completion_ids)],
+                             target=float(t)) for k, (r, t) in enumerate(zip(rollouts, targets.tolist()))]
+
+
+@dataclass
+class OnlineHarness:
+    """Prompts -> rollouts -> reward-model scores -> (the loop's update) -> weight sync -> metrics and checkpoints.
+
+    The update rule is the only thing online UNA and PPO do differently; everything around it lives here.
+    """
+
+    run: Run
+    prompts: PromptSet
+    rm: RewardModel
+    rollout: object = None
+    sampler: StepSampler | None = None
+
+    @classmethod
+    def open(cls, cfg: Config) -> OnlineHarness:
+        run = open_run(cfg)
+        check_online_config(cfg, run.dist.world_size)
+        prompts = load_prompts(cfg, run.inputs.data_path, run.inputs.data_format, run.tokenizer)
+        if run.is_main and prompts.dropped:
+            print(f"online: dropped {prompts.dropped} prompts over the length limit")
+        run.load_policy(need_ref=True)
+        rm = RewardModel.from_pretrained(reward_model_path(cfg, run.is_main, run.barrier), device=run.device,
+                                         max_length=cfg.trainer.max_length)
+        return cls(run, prompts, rm)
+
+    def start(self, engine=None) -> int:
+        """Resume (if asked), then start the rollout engine on the resumed weights."""
+        start = self.run.start(engine)
+        self.rollout = make_engine(self.run.cfg, self.run.engine.module, self.run.inputs.model_path)
+        self.sampler = StepSampler(len(self.prompts.ids), self.run.cfg.rollout.prompts_per_step,
+                                   self.run.cfg.trainer.seed)
+        return start
+
+    def sample(self, step: int, timer: PhaseTimer) -> tuple[list[int], list[Rollout], torch.Tensor]:
+        """This rank's prompts of the step, their rollouts and the reward model's logits."""
+        cfg, engine = self.run.cfg, self.run.engine
+        mine = shard_for_rank(self.sampler.global_batch(step), engine.dp_rank, engine.dp_world_size)
+        with timer.phase("generate"):
+            rollouts = self.rollout.generate([self.prompts.ids[i] for i in mine], cfg.rollout.samples_per_prompt,
+                                             sampling_for_step(cfg, step, engine.dp_rank))
+        with timer.phase("score"):
+            logits = self.rm.score_rollouts(rollouts).to(self.run.device)
+        return mine, rollouts, logits
+
+    def finish_step(self, step: int, row: dict, mine: list[int], rollouts: list[Rollout], timer: PhaseTimer) -> None:
+        """Sync the new weights into the engine, add timing/memory/gold reward, log and checkpoint."""
+        engine = self.run.engine
+        with timer.phase("sync"):
+            self.rollout.sync_weights(policy_weights_for_sync(engine.module))
+        row.update(response_tokens=sum(len(r.completion_ids) for r in rollouts) / len(rollouts), **timer.row(),
+                   peak_memory_mb=peak_memory_mb(self.run.device))
+        gold = gold_rewards([self.prompts.texts[i] for i in mine], rollouts, self.run.tokenizer)
+        if gold is not None:
+            row["gold_reward"] = sum(gold) / len(gold)
+        row = reduce_row(row, engine)
+        self.run.log(step + 1, row, int(row.pop("tokens")))
+        self.run.maybe_save(step + 1)
+
+    def train(self, update) -> Path:
+        """`update(step, mine, rollouts, rm_logits) -> metrics row (with "tokens")`, timed as "train", every step."""
+        try:
+            for step in range(self.run.start_step, self.run.cfg.trainer.max_steps):
+                timer = PhaseTimer()
+                mine, rollouts, logits = self.sample(step, timer)
+                with timer.phase("train"):
+                    row = update(step, mine, rollouts, logits)
+                self.finish_step(step, row, mine, rollouts, timer)
+        finally:
+            self.rollout.close()
+        return self.run.finish()
