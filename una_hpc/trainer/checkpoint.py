@@ -39,11 +39,6 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
 
 
-def _barrier(engine) -> None:
-    if getattr(engine, "world_size", 1) > 1:
-        torch.distributed.barrier()
-
-
 def save_checkpoint(engine, output_dir: str | Path, step: int, trainer_state: dict, export_model, keep: int,
                     extra_engines: dict | None = None) -> Path:
     """All ranks call this. `export_model(dir)` writes the HF model dir (collective under ZeRO-3/TP);
@@ -54,7 +49,7 @@ def save_checkpoint(engine, output_dir: str | Path, step: int, trainer_state: di
     if engine.is_main:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-    _barrier(engine)
+    engine.barrier()
     engine.save_checkpoint(tmp / "engine", {"trainer_state": trainer_state, "rng": rng_state()})
     for name, other in (extra_engines or {}).items():
         other.save_checkpoint(tmp / name, {})
@@ -66,7 +61,7 @@ def save_checkpoint(engine, output_dir: str | Path, step: int, trainer_state: di
         steps = sorted(p for p in root.glob(f"{STEP_PREFIX}*") if p.is_dir() and not p.name.endswith(".tmp"))
         for old in steps[:-keep] if keep > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
-    _barrier(engine)
+    engine.barrier()
     return final
 
 

@@ -30,32 +30,9 @@ def policy_hidden(engine, pair: PolicyPair, batch: PackedBatch) -> Tensor:
         return engine.hidden_states(**kwargs)
 
 
-def logps_and_loss(engine, pair: PolicyPair, head: LossHead, batch: PackedBatch, global_counts: dict[str, int],
-                   cfg: Config) -> tuple[Tensor, HeadOutput]:
-    """Policy logps (reference from the cache or the kernel's same pass) -> the head's globally normalized loss."""
-    hidden = policy_hidden(engine, pair, batch)
-    ref_hidden = ref_weight = None
-    if batch.ref_logps is None:
-        with engine.autocast():
-            ref_hidden, ref_weight = pair.ref_hidden_and_weight(batch)
-    weight = engine.output_weight()
-    hidden = hidden.to(weight.dtype)
-    if ref_hidden is not None:
-        ref_hidden = ref_hidden.to(weight.dtype)
-        # Same tensor object => the kernel loads each W tile once for both (LoRA with the adapter off).
-        ref_weight = None if ref_weight is weight else ref_weight.to(weight.dtype)
-    logps, ref = engine.seq_logps(hidden, batch.labels, batch.seq_index, batch.num_seqs,
-                                  ref_hidden=ref_hidden, ref_weight=ref_weight)
-    out = head(logps, batch.ref_logps if ref is None else ref, batch.targets, cfg.loss)
-    return head.loss(out, global_counts, cfg.loss), out
-
-
-def token_logps(engine, pair: PolicyPair, batch: PackedBatch, *, with_ref: bool = False
-                ) -> tuple[Tensor, Tensor | None]:
-    """Per-token logps [R, L] (0 off the label mask) from the same fused kernel: every labelled token is its own
-    "sequence", so PPO's token-level ratios never materialize [T, V] logits either."""
-    labels = batch.labels.reshape(-1)
-    token_index = torch.arange(labels.numel(), device=labels.device)
+def kernel_logps(engine, pair: PolicyPair, batch: PackedBatch, seq_index: Tensor, num_seqs: int,
+                 with_ref: bool) -> tuple[Tensor, Tensor | None]:
+    """Policy logps summed by `seq_index` (grad), plus the reference's from the kernel's same pass when asked."""
     hidden = policy_hidden(engine, pair, batch)
     ref_hidden = ref_weight = None
     if with_ref:
@@ -64,9 +41,27 @@ def token_logps(engine, pair: PolicyPair, batch: PackedBatch, *, with_ref: bool 
     weight = engine.output_weight()
     if ref_hidden is not None:
         ref_hidden = ref_hidden.to(weight.dtype)
+        # Same tensor object => the kernel loads each W tile once for both (LoRA with the adapter off).
         ref_weight = None if ref_weight is weight else ref_weight.to(weight.dtype)
-    logps, ref = engine.seq_logps(hidden.to(weight.dtype), labels, token_index, labels.numel(),
-                                  ref_hidden=ref_hidden, ref_weight=ref_weight)
+    return engine.seq_logps(hidden.to(weight.dtype), batch.labels.reshape(-1), seq_index.reshape(-1), num_seqs,
+                            ref_hidden=ref_hidden, ref_weight=ref_weight)
+
+
+def logps_and_loss(engine, pair: PolicyPair, head: LossHead, batch: PackedBatch, global_counts: dict[str, int],
+                   cfg: Config) -> tuple[Tensor, HeadOutput]:
+    """Policy logps (reference from the cache or the kernel's same pass) -> the head's globally normalized loss."""
+    logps, ref = kernel_logps(engine, pair, batch, batch.seq_index, batch.num_seqs,
+                              with_ref=batch.ref_logps is None)
+    out = head(logps, batch.ref_logps if ref is None else ref, batch.targets, cfg.loss)
+    return head.loss(out, global_counts, cfg.loss), out
+
+
+def token_logps(engine, pair: PolicyPair, batch: PackedBatch, *, with_ref: bool = False
+                ) -> tuple[Tensor, Tensor | None]:
+    """Per-token logps [R, L] (0 off the label mask) from the same fused kernel: every labelled token is its own
+    "sequence", so PPO's token-level ratios never materialize [T, V] logits either."""
+    token_index = torch.arange(batch.labels.numel(), device=batch.labels.device)
+    logps, ref = kernel_logps(engine, pair, batch, token_index, batch.labels.numel(), with_ref)
     shape = batch.labels.shape
     return logps.reshape(shape), None if ref is None else ref.reshape(shape)
 
