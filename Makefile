@@ -35,7 +35,7 @@ test-fast: venv
 	$(VPY) -m pytest $(TEST_ORDER) -q -m "not slow"
 
 demo: venv
-	$(VENV)/bin/una-hpc demo configs/quickstart.yaml
+	$(VENV)/bin/una-hpc demo configs/quickstart.yaml trainer.resume=true
 
 bench: venv
 	TRITON_INTERPRET=1 $(VPY) benchmarks/kernels/bench_seq_logps.py --quick

@@ -3,6 +3,13 @@
     from una_hpc.kernels import seq_logps
     logps, ref_logps = seq_logps(hidden, lm_head.weight, labels, seq_index, num_seqs,
                                  ref_hidden=ref_hidden, ref_weight=ref_lm_head.weight)
+    # Gemma-2: softcap=config.final_logit_softcapping; Cohere: scale=config.logit_scale;
+    # Granite: scale=1 / config.logits_scaling; Phi: bias=lm_head.bias
+    logps, _ = seq_logps(hidden, lm_head.weight, labels, seq_index, num_seqs, bias=lm_head.bias, softcap=30.0)
+
+Logits are z = softcap * tanh(scale * (hidden @ weight.T + bias) / softcap) (z = scale * (hidden @ weight.T + bias)
+without a softcap); every backend fuses the transform into its tiles, forward and backward, and skips it for a plain
+head.
 
 Validates arguments (clear ValueError) and dispatches to the chunked torch path or the fused Triton kernels; triton is
 imported only when that backend is chosen. Tested by: .venv/bin/python -m pytest tests/unit/test_seq_logps*.py -q
@@ -10,6 +17,7 @@ imported only when that backend is chosen. Tested by: .venv/bin/python -m pytest
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 
 import torch
@@ -71,6 +79,27 @@ def _validate(hidden, weight, labels, seq_index, num_seqs, ref_hidden, ref_weigh
         raise ValueError(f"seq_logps: labels must lie in [0, V={V}) or equal ignore_index={ignore_index}")
 
 
+def _check_number(name: str, x, allow_none: bool = False) -> None:
+    if x is None and allow_none:
+        return
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or x <= 0:
+        raise ValueError(f"seq_logps: {name} must be a finite positive float{' or None' if allow_none else ''}, "
+                         f"got {x!r}")
+
+
+def _validate_head(weight, bias, ref_bias, scale, softcap):
+    V = weight.shape[0]
+    for name, b in (("bias", bias), ("ref_bias", ref_bias)):
+        if b is None:
+            continue
+        if not isinstance(b, torch.Tensor) or b.shape != (V,) or b.dtype != weight.dtype or b.device != weight.device:
+            got = f"{tuple(b.shape)} {b.dtype} on {b.device}" if isinstance(b, torch.Tensor) else type(b).__name__
+            raise ValueError(f"seq_logps: {name} must be a [V={V}] tensor of weight's dtype {weight.dtype} on "
+                             f"{weight.device}, got {got}")
+    _check_number("scale", scale)
+    _check_number("softcap", softcap, allow_none=True)
+
+
 def _resolve_backend(backend: str, hidden: torch.Tensor) -> str:
     if backend == "auto":
         usable = hidden.is_cuda and hidden.dtype in _TRITON_DTYPES and importlib.util.find_spec("triton")
@@ -90,22 +119,33 @@ def _resolve_backend(backend: str, hidden: torch.Tensor) -> str:
 
 def seq_logps(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, seq_index: torch.Tensor,
               num_seqs: int, *, ref_hidden: torch.Tensor | None = None, ref_weight: torch.Tensor | None = None,
-              ignore_index: int = -100, backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Per-sequence sums of log softmax(hidden @ weight.T)[labels], for the policy and optionally the reference.
+              bias: torch.Tensor | None = None, ref_bias: torch.Tensor | None = None, scale: float = 1.0,
+              softcap: float | None = None, ignore_index: int = -100,
+              backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-sequence sums of log softmax(z)[labels] (z: the head's logits), for the policy and optionally the reference.
 
     hidden [T, H] packed token states (row t predicts labels[t], already shifted); weight [V, H] (lm_head);
     labels [T] ints, `ignore_index` for masked tokens; seq_index [T] ints in [0, num_seqs).
-    ref_hidden / ref_weight: the reference model's tensors; give either (the other defaults to the policy's) to get
-    ref_logps, computed in the same pass under no grad. Pass the *same object* as `weight` for the one-W-load path.
+    bias [V] (weight's dtype and device) or None; scale > 0; softcap > 0 or None (no capping): logits are
+    z = softcap * tanh(scale * (hidden @ weight.T + bias) / softcap), or scale * (hidden @ weight.T + bias).
+    ref_hidden / ref_weight / ref_bias: the reference model's head; give any (the others default to the policy's) to
+    get ref_logps, computed in the same pass under no grad, with the same scale and softcap. Pass the *same object* as
+    `weight` for the one-W-load path. Gradients flow to hidden, weight and bias.
     Returns (logps, ref_logps): [num_seqs] float32 (float64 for float64 inputs); ref_logps is None without a
     reference and never carries a gradient. Sequences without unmasked tokens get 0 and zero gradient.
     backend: "torch" (chunked), "triton" (fused; CPU needs TRITON_INTERPRET=1), "auto" (triton on CUDA, else torch).
     """
     _validate(hidden, weight, labels, seq_index, num_seqs, ref_hidden, ref_weight, ignore_index, backend)
-    has_ref = ref_hidden is not None or ref_weight is not None
+    _validate_head(weight, bias, ref_bias, scale, softcap)
+    scale, softcap = float(scale), (None if softcap is None else float(softcap))
+    has_ref = ref_hidden is not None or ref_weight is not None or ref_bias is not None
     if has_ref:
         ref_hidden = hidden if ref_hidden is None else ref_hidden
         ref_weight = weight if ref_weight is None else ref_weight
+        if ref_bias is None:
+            ref_bias = bias
+        elif bias is None:  # only the reference head has a bias: the policy's is zero (and gets no gradient)
+            bias = torch.zeros_like(ref_bias)
     labels = labels.long()
     seq_index = seq_index.long()
     if _resolve_backend(backend, hidden) == "triton":
@@ -114,5 +154,6 @@ def seq_logps(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, 
         fn = TritonSeqLogps
     else:
         fn = TorchSeqLogps
-    logps, ref_logps = fn.apply(hidden, weight, labels, seq_index, num_seqs, ref_hidden, ref_weight, ignore_index)
+    logps, ref_logps = fn.apply(hidden, weight, bias, labels, seq_index, num_seqs, ref_hidden, ref_weight, ref_bias,
+                                scale, softcap, ignore_index)
     return logps, (ref_logps if has_ref else None)

@@ -1,10 +1,14 @@
 """Fused Triton kernels for `seq_logps`: policy and reference logits tiles in one program, no [T, V] buffer.
 
-Forward: program (token block, vocab split) streams W tiles, keeps an online max / sum-exp and the label logit per
-token for policy and reference, and writes per-split partials [splits, T]; the host combines them (deterministic) into
-per-token lse + token logps, then per-sequence sums. When `ref_weight is weight` each W tile is loaded once.
+Forward: program (token block, vocab split) streams W tiles, applies the head's transform to each logits tile
+(z = cap * tanh(mul * (h @ W.T + b)) with mul = scale / cap, or z = mul * (h @ W.T + b) with mul = scale), keeps an
+online max / sum-exp and the label logit per token for policy and reference, and writes per-split partials
+[splits, T]; the host combines them (deterministic) into per-token lse + token logps, then per-sequence sums. When
+`ref_weight is weight` each W tile is loaded once.
 Backward: program (token block, vocab block) recomputes its logits tile from the saved lse, forms
-dz = g_seq * (onehot - softmax) and atomically adds dz @ W into grad_hidden and dz^T @ h into grad_weight (fp32).
+dz = g_seq * scale * (onehot - softmax) * (1 - tanh^2 with a softcap), and atomically adds dz @ W into grad_hidden,
+dz^T @ h into grad_weight and dz's column sums into grad_bias (fp32).
+The transform is constexpr-flagged (HAS_BIAS, SCALED, HAS_SOFTCAP): a plain head compiles to the bare-matmul kernels.
 
 Runs on CPU under TRITON_INTERPRET=1 (set before triton is imported) with small fixed blocks; autotuned on CUDA.
 Tested by: .venv/bin/python -m pytest tests/unit/test_seq_logps_triton.py -q
@@ -28,6 +32,35 @@ def interpreting() -> bool:
 
 
 @triton.jit
+def _tanh(x):
+    # tl has no tanh, and libdevice's does not run under the interpreter. exp(-2|x|) never overflows. The absolute
+    # error is ~1e-7, so z = cap * tanh is off by about cap * 1e-7: the size of z's own fp32 rounding near +-cap.
+    e = tl.exp(-2.0 * tl.abs(x))
+    t = (1.0 - e) / (1.0 + e)
+    return tl.where(x < 0, -t, t)
+
+
+@triton.jit
+def _pre_cap(acc, Bp, offs_v, v_mask, mul, HAS_BIAS: tl.constexpr, SCALED: tl.constexpr):
+    """mul * (logits + b): the transform up to the tanh (all of it without a softcap)."""
+    if HAS_BIAS:
+        acc += tl.load(Bp + offs_v, mask=v_mask, other=0.0).to(tl.float32)[None, :]
+    if SCALED:
+        acc = acc * mul
+    return acc
+
+
+@triton.jit
+def _head(acc, Bp, offs_v, v_mask, mul, cap, HAS_BIAS: tl.constexpr, SCALED: tl.constexpr,
+          HAS_SOFTCAP: tl.constexpr):
+    """Transformed logits z of one fp32 tile of h @ W.T."""
+    acc = _pre_cap(acc, Bp, offs_v, v_mask, mul, HAS_BIAS, SCALED)
+    if HAS_SOFTCAP:
+        acc = cap * _tanh(acc)
+    return acc
+
+
+@triton.jit
 def _online_update(logits, offs_v, labels, m, s, z):
     """Fold one logits tile (masked columns = -inf) into running max, sum-exp and label logit per row."""
     m_new = tl.maximum(m, tl.max(logits, axis=1))
@@ -47,10 +80,11 @@ def _load_tile(ptr, offs_r, offs_d, s_r, s_d, r_mask, d_mask, UPCAST: tl.constex
 
 
 @triton.jit
-def _fwd_kernel(Hp, Wp, RHp, RWp, LAB, M, S, Z, RM, RS, RZ, T, V, D,
-                s_ht, s_hd, s_wv, s_wd, s_rht, s_rhd, s_rwv, s_rwd, ignore_index,
-                HAS_REF: tl.constexpr, SHARED_H: tl.constexpr, SHARED_W: tl.constexpr, UPCAST: tl.constexpr,
-                PREC: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr):
+def _fwd_kernel(Hp, Wp, Bp, RHp, RWp, RBp, LAB, M, S, Z, RM, RS, RZ, T, V, D,
+                s_ht, s_hd, s_wv, s_wd, s_rht, s_rhd, s_rwv, s_rwd, ignore_index, mul, cap,
+                HAS_REF: tl.constexpr, SHARED_H: tl.constexpr, SHARED_W: tl.constexpr, HAS_BIAS: tl.constexpr,
+                SCALED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr,
+                BLOCK_T: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr):
     pid_t = tl.program_id(0)
     pid_s = tl.program_id(1)
     offs_t = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
@@ -90,9 +124,12 @@ def _fwd_kernel(Hp, Wp, RHp, RWp, LAB, M, S, Z, RM, RS, RZ, T, V, D,
                 else:
                     rw = _load_tile(RWp, offs_v, offs_d, s_rwv, s_rwd, v_mask, d_mask, UPCAST)
                 racc = tl.dot(rh, tl.trans(rw), racc, input_precision=PREC)
+        # The transform runs before the masking, so padded columns end at -inf whatever the bias or cap.
+        acc = _head(acc, Bp, offs_v, v_mask, mul, cap, HAS_BIAS, SCALED, HAS_SOFTCAP)
         acc = tl.where(v_mask[None, :], acc, float("-inf"))
         m, s, z = _online_update(acc, offs_v, labels, m, s, z)
         if HAS_REF:
+            racc = _head(racc, RBp, offs_v, v_mask, mul, cap, HAS_BIAS, SCALED, HAS_SOFTCAP)
             racc = tl.where(v_mask[None, :], racc, float("-inf"))
             rm, rs, rz = _online_update(racc, offs_v, labels, rm, rs, rz)
 
@@ -107,8 +144,9 @@ def _fwd_kernel(Hp, Wp, RHp, RWp, LAB, M, S, Z, RM, RS, RZ, T, V, D,
 
 
 @triton.jit
-def _bwd_kernel(Hp, Wp, LAB, LSE, G, GH, GW, T, V, D, s_ht, s_hd, s_wv, s_wd,
-                COMPUTE_GH: tl.constexpr, COMPUTE_GW: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr,
+def _bwd_kernel(Hp, Wp, Bp, LAB, LSE, G, GH, GW, GB, T, V, D, s_ht, s_hd, s_wv, s_wd, mul, cap,
+                COMPUTE_GH: tl.constexpr, COMPUTE_GW: tl.constexpr, COMPUTE_GB: tl.constexpr, HAS_BIAS: tl.constexpr,
+                SCALED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr,
                 BLOCK_T: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr):
     pid_t = tl.program_id(0)
     pid_v = tl.program_id(1)
@@ -117,10 +155,12 @@ def _bwd_kernel(Hp, Wp, LAB, LSE, G, GH, GW, T, V, D, s_ht, s_hd, s_wv, s_wd,
     t_mask = offs_t < T
     v_mask = offs_v < V
     labels = tl.load(LAB + offs_t, mask=t_mask, other=-1)
-    lse = tl.load(LSE + offs_t, mask=t_mask, other=0.0)
-    g = tl.load(G + offs_t, mask=t_mask, other=0.0)
+    # Rows past T get lse = +inf, so p = 0 there even when a large bias would overflow exp.
+    lse = tl.load(LSE + offs_t, mask=t_mask, other=float("inf"))
+    g = tl.load(G + offs_t, mask=t_mask, other=0.0)  # the host folded the head's scale into g
     # g is 0 for ignored tokens and for sequences with zero upstream gradient: such blocks contribute nothing.
-    d_stop = tl.where(tl.max(tl.abs(g), axis=0) > 0, D, 0)
+    live = tl.max(tl.abs(g), axis=0) > 0
+    d_stop = tl.where(live, D, 0)
 
     acc = tl.zeros([BLOCK_T, BLOCK_V], tl.float32)
     for d0 in tl.range(0, d_stop, BLOCK_D):
@@ -129,8 +169,16 @@ def _bwd_kernel(Hp, Wp, LAB, LSE, G, GH, GW, T, V, D, s_ht, s_hd, s_wv, s_wd,
         h = _load_tile(Hp, offs_t, offs_d, s_ht, s_hd, t_mask, d_mask, UPCAST)
         w = _load_tile(Wp, offs_v, offs_d, s_wv, s_wd, v_mask, d_mask, UPCAST)
         acc = tl.dot(h, tl.trans(w), acc, input_precision=PREC)
+    acc = _pre_cap(acc, Bp, offs_v, v_mask, mul, HAS_BIAS, SCALED)
+    if HAS_SOFTCAP:
+        u = _tanh(acc)
+        acc = cap * u
     p = tl.where(v_mask[None, :], tl.exp(acc - lse[:, None]), 0.0)
     dz = g[:, None] * (tl.where(offs_v[None, :] == labels[:, None], 1.0, 0.0) - p)
+    if HAS_SOFTCAP:  # d(cap * tanh(mul * pre)) / d(pre) = scale * (1 - tanh^2); scale is already in g
+        dz = dz * (1.0 - u * u)
+    if COMPUTE_GB:  # column sums in fp32, before the rounding below; a skipped block (g == 0, acc never formed) adds 0
+        tl.atomic_add(GB + offs_v, tl.where(live, tl.sum(dz, axis=0), 0.0), mask=v_mask, sem="relaxed")
     # Round dz to the input dtype as the GPU dot does (bf16 tensor cores); the interpreter then gets fp32 again.
     dz = dz.to(Wp.dtype.element_ty)
     if UPCAST:
@@ -159,15 +207,22 @@ def _configs():
 
 
 # T is left out of the keys: packed batches change T every step and should not re-tune each time.
-_fwd_tuned = triton.autotune(_configs(), key=["V", "D", "HAS_REF", "SHARED_W"])(_fwd_kernel)
-_bwd_tuned = triton.autotune(_configs(), key=["V", "D", "COMPUTE_GH", "COMPUTE_GW"],
-                             reset_to_zero=["GH", "GW"])(_bwd_kernel)
+_fwd_tuned = triton.autotune(_configs(), key=["V", "D", "HAS_REF", "SHARED_W", "HAS_BIAS", "HAS_SOFTCAP"])(_fwd_kernel)
+_bwd_tuned = triton.autotune(_configs(), key=["V", "D", "COMPUTE_GH", "COMPUTE_GW", "COMPUTE_GB", "HAS_SOFTCAP"],
+                             reset_to_zero=["GH", "GW", "GB"])(_bwd_kernel)
 
 
 def _kernel_args(dtype: torch.dtype):
     upcast = interpreting() and dtype != torch.float32
     prec = "ieee" if dtype == torch.float32 else "tf32"  # fp32 users get fp32 dots, not tf32
     return {"UPCAST": upcast, "PREC": prec}
+
+
+def _head_args(bias, scale: float, softcap: float | None) -> tuple[float, float, dict]:
+    """(mul, cap, flags) of the kernels' transform z = cap * tanh(mul * (pre + b)) or mul * (pre + b)."""
+    mul = scale if softcap is None else scale / softcap
+    flags = {"HAS_BIAS": bias is not None, "SCALED": mul != 1.0, "HAS_SOFTCAP": softcap is not None}
+    return mul, (1.0 if softcap is None else softcap), flags
 
 
 def _default_splits(T: int, V: int, device: torch.device) -> int:
@@ -178,8 +233,13 @@ def _default_splits(T: int, V: int, device: torch.device) -> int:
     return max(1, min(triton.cdiv(2 * n_sm, triton.cdiv(T, 64)), V // 4096))
 
 
-def _forward(hidden, weight, labels, ref_hidden, ref_weight, ignore_index, num_splits):
-    """Per-token (lse, label_logit, ref_lse, ref_label_logit), fp32; ref entries None without a reference."""
+def _forward(hidden, weight, bias, labels, ref_hidden, ref_weight, ref_bias, scale, softcap, ignore_index,
+             num_splits):
+    """Per-token (lse, label_logit, ref_lse, ref_label_logit), fp32; ref entries None without a reference.
+
+    ref_bias is the reference's own bias; the kernel reads both biases when bias is given (the public API resolves
+    them so that either both or neither are None).
+    """
     T, D = hidden.shape
     V = weight.shape[0]
     has_ref = ref_hidden is not None
@@ -187,10 +247,14 @@ def _forward(hidden, weight, labels, ref_hidden, ref_weight, ignore_index, num_s
     parts = torch.empty((6 if has_ref else 3, splits, T), dtype=torch.float32, device=hidden.device)
     rh = ref_hidden if has_ref else hidden
     rw = ref_weight if has_ref else weight
-    args = (hidden, weight, rh, rw, labels, *parts[:3], *(parts[3:] if has_ref else parts[:3]), T, V, D,
+    b = weight if bias is None else bias.contiguous()  # an unused pointer without a bias
+    rb = b if ref_bias is None or ref_bias is bias else ref_bias.contiguous()
+    mul, cap, head_flags = _head_args(bias, scale, softcap)
+    args = (hidden, weight, b, rh, rw, rb, labels, *parts[:3], *(parts[3:] if has_ref else parts[:3]), T, V, D,
             hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
-            rh.stride(0), rh.stride(1), rw.stride(0), rw.stride(1), ignore_index)
-    flags = dict(HAS_REF=has_ref, SHARED_H=rh is hidden, SHARED_W=rw is weight, **_kernel_args(hidden.dtype))
+            rh.stride(0), rh.stride(1), rw.stride(0), rw.stride(1), ignore_index, mul, cap)
+    flags = dict(HAS_REF=has_ref, SHARED_H=rh is hidden, SHARED_W=rw is weight, **head_flags,
+                 **_kernel_args(hidden.dtype))
     if interpreting():
         grid = (triton.cdiv(T, INTERPRETER_BLOCKS["BLOCK_T"]), splits)
         _fwd_kernel[grid](*args, **flags, **INTERPRETER_BLOCKS)
@@ -207,34 +271,43 @@ def _forward(hidden, weight, labels, ref_hidden, ref_weight, ignore_index, num_s
     return (lse, z, *combine(*parts[3:]))
 
 
-def _backward(hidden, weight, labels, lse, g_tok, need_h, need_w):
+def _backward(hidden, weight, bias, labels, lse, g_tok, need_h, need_w, need_b, scale, softcap):
     T, D = hidden.shape
     V = weight.shape[0]
     gh = torch.zeros((T, D) if need_h else (1,), dtype=torch.float32, device=hidden.device)
     gw = torch.zeros((V, D) if need_w else (1,), dtype=torch.float32, device=hidden.device)
-    args = (hidden, weight, labels, lse, g_tok, gh, gw, T, V, D,
-            hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1))
-    flags = dict(COMPUTE_GH=need_h, COMPUTE_GW=need_w, **_kernel_args(hidden.dtype))
+    gb = torch.zeros((V,) if need_b else (1,), dtype=torch.float32, device=hidden.device)
+    mul, cap, head_flags = _head_args(bias, scale, softcap)
+    if scale != 1.0:  # dz/dpre carries a factor scale: applied once per token here
+        g_tok = g_tok * scale
+    args = (hidden, weight, weight if bias is None else bias.contiguous(), labels, lse, g_tok, gh, gw, gb, T, V, D,
+            hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1), mul, cap)
+    flags = dict(COMPUTE_GH=need_h, COMPUTE_GW=need_w, COMPUTE_GB=need_b, **head_flags, **_kernel_args(hidden.dtype))
     if interpreting():
         b = INTERPRETER_BLOCKS
         _bwd_kernel[(triton.cdiv(T, b["BLOCK_T"]), triton.cdiv(V, b["BLOCK_V"]))](*args, **flags, **b)
     else:
         _bwd_tuned[lambda meta: (triton.cdiv(T, meta["BLOCK_T"]), triton.cdiv(V, meta["BLOCK_V"]))](*args, **flags)
-    return (gh.to(hidden.dtype) if need_h else None), (gw.to(weight.dtype) if need_w else None)
+    return (gh.to(hidden.dtype) if need_h else None, gw.to(weight.dtype) if need_w else None,
+            gb.to(bias.dtype) if need_b else None)
 
 
 class TritonSeqLogps(torch.autograd.Function):
-    """autograd.Function over the fused kernels; outputs (logps, ref_logps), ref_logps non-differentiable."""
+    """autograd.Function over the fused kernels; outputs (logps, ref_logps), ref_logps non-differentiable.
+
+    Gradients flow to hidden, weight and bias; ref_bias is the reference's resolved bias (see seq_logps).
+    """
 
     @staticmethod
-    def forward(ctx, hidden, weight, labels, seq_index, num_seqs, ref_hidden, ref_weight, ignore_index,
-                num_splits=None):
+    def forward(ctx, hidden, weight, bias, labels, seq_index, num_seqs, ref_hidden, ref_weight, ref_bias, scale,
+                softcap, ignore_index, num_splits=None):
         labels = labels.contiguous()
         mask = labels != ignore_index
-        same = ref_hidden is hidden and ref_weight is weight  # policy == reference: compute once
+        same = ref_hidden is hidden and ref_weight is weight and ref_bias is bias  # policy == reference: compute once
         with torch.no_grad():
-            lse, z, ref_lse, ref_z = _forward(hidden, weight, labels, None if same else ref_hidden,
-                                              None if same else ref_weight, ignore_index, num_splits)
+            lse, z, ref_lse, ref_z = _forward(hidden, weight, bias, labels, None if same else ref_hidden,
+                                              None if same else ref_weight, None if same else ref_bias, scale,
+                                              softcap, ignore_index, num_splits)
             if same:
                 ref_lse, ref_z = lse, z
             # Ignored tokens (nan where a block was skipped) get lse = +inf: the backward's exp(z - lse) is then 0,
@@ -244,17 +317,18 @@ class TritonSeqLogps(torch.autograd.Function):
             if ref_hidden is not None:
                 tok.append(torch.where(mask, ref_z - ref_lse, 0.0))
             sums = segment_sum(torch.stack(tok), seq_index, num_seqs).float()
-        ctx.save_for_backward(hidden, weight, labels, seq_index, lse, mask)
+        ctx.save_for_backward(hidden, weight, bias, labels, seq_index, lse, mask)
+        ctx.head = (scale, softcap)
         ref_logps = sums[1] if ref_hidden is not None else sums.new_empty(0)
         ctx.mark_non_differentiable(ref_logps)
         return sums[0], ref_logps
 
     @staticmethod
     def backward(ctx, grad_logps, _grad_ref):
-        hidden, weight, labels, seq_index, lse, mask = ctx.saved_tensors
-        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        if not (need_h or need_w):
-            return (None,) * 9
+        hidden, weight, bias, labels, seq_index, lse, mask = ctx.saved_tensors
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        if not (need_h or need_w or need_b):
+            return (None,) * 13
         g_tok = torch.where(mask, grad_logps.float()[seq_index], 0.0).contiguous()
-        gh, gw = _backward(hidden, weight, labels, lse, g_tok, need_h, need_w)
-        return gh, gw, None, None, None, None, None, None, None
+        gh, gw, gb = _backward(hidden, weight, bias, labels, lse, g_tok, need_h, need_w, need_b, *ctx.head)
+        return gh, gw, gb, *(None,) * 10

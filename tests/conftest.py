@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import random
 import shutil
 
 # The Triton kernels run under the interpreter on CPU. The flag is read when triton is first imported, and other
@@ -12,13 +11,7 @@ if shutil.which("nvidia-smi") is None:
 
 import pytest
 
-WORDS = ("the a cat dog sat on mat one two three four five six red blue green is are and or not "
-         "count list sort add yes no please answer question").split()
-
-
-def corpus(n: int = 200, seed: int = 0) -> list[str]:
-    rng = random.Random(seed)
-    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 12))) for _ in range(n)]
+from text_corpus import corpus  # noqa: E402  (tests/text_corpus.py, shared with test modules)
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,8 @@ class ConfigError(ValueError):
 @dataclass
 class ModelConfig:
     path: str = ""
-    """HF model directory (AutoModelForCausalLM). Empty: the embedded default tiny Llama, built on first use."""
+    """HF model directory or Hub id (AutoModelForCausalLM; Hub ids resolve through the local Hub cache, which
+    HF_HUB_OFFLINE=1 restricts to what is cached). Empty: the embedded default tiny Llama, built on first use."""
     ref_path: str = ""
     """Reference model directory for full fine-tuning. Empty: a frozen copy of `path` (LoRA: adapter disabled)."""
     lora_rank: int = 0
@@ -48,7 +49,10 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     path: str = ""
-    """Training data: jsonl/json/parquet/csv file or a `save_to_disk` dir. Empty: the embedded synthetic task."""
+    """Training data: a jsonl/json/parquet/csv file, a `save_to_disk` dir, a dir of data files, or a Hub dataset id
+    (resolved through the Hub cache; HF_HUB_OFFLINE=1 reads only the cache). Empty: the embedded synthetic task."""
+    split: str = "train"
+    """Split to train on when data.path is a dir of data files, a DatasetDict or a Hub id (e.g. `train_prefs`)."""
     format: DataFormat = "score"
     """Row format; column names follow TRL (see una_hpc/data/formats.py)."""
     eval_path: str = ""
@@ -158,7 +162,10 @@ class TrainerConfig:
     keep_checkpoints: int = 2
     """How many step checkpoints to keep."""
     resume: bool = False
-    """Continue from the latest checkpoint in output_dir."""
+    """Continue from the latest checkpoint in output_dir (a fresh start when it holds none)."""
+    overwrite: bool = False
+    """Let a fresh run (resume=false) replace the checkpoints, final model and metrics an earlier run left in
+    output_dir. Off: such a directory stops the run with one line before anything is loaded or written."""
     progress: bool = True
     """Show a progress bar (tokens/s, ETA, loss)."""
     tensorboard: bool = True
@@ -206,13 +213,25 @@ class RolloutConfig:
 @dataclass
 class EvalConfig:
     num_prompts: int = 256
-    """Held-out prompts to generate on (the embedded task holds out 256)."""
+    """Held-out prompts (data.eval_path) `una-hpc eval` generates on (the embedded task holds out 256)."""
     max_new_tokens: int = 48
     """Generation length."""
     temperature: float = 0.0
     """0 = greedy."""
     baseline: str = ""
-    """Model dir for the win rate; empty = the base model."""
+    """Model dir for the win rate; empty = the base model (`una-hpc eval`: model.path; eval.every: the run's
+    reference, i.e. LoRA's adapter-off policy or the frozen reference)."""
+    reward_model: str = ""
+    """Reward model dir (AutoModelForSequenceClassification, num_labels=1, any tokenizer: it scores texts) that
+    scores eval responses on prompts outside the embedded task; it may be rollout.reward_model, though a held-out RM
+    judges an RM-trained policy more fairly. The embedded task's prompts always use their exact gold reward. Empty on
+    user prompts: eval reports KL and response lengths only, and says so in one printed line."""
+    every: int = 0
+    """Offline training (online UNA and PPO ignore it): evaluate the live policy every N steps (a multiple of
+    trainer.log_every) on data.eval_path and add eval_* keys (una_hpc/trainer/eval_live.py) to that step's
+    metrics.jsonl row; 0 = off. Rank 0 evaluates; needs parallel.zero_stage <= 2 and parallel.tp_size=1."""
+    num_prompts_during_training: int = 32
+    """Held-out prompts per evaluation when eval.every > 0 (the first ones of data.eval_path)."""
 
 
 @dataclass

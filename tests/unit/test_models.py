@@ -61,10 +61,10 @@ def test_lora_reference_is_adapter_off_with_shared_lm_head(tiny_model_dir):
     batch = _batch([[[5, 9, 11, 20, 7]]])
     with torch.no_grad():
         pol = decoder_hidden(pair.policy, batch, pair.attn_impl)
-        ref, ref_w = pair.ref_hidden_and_weight(batch)
+        ref, ref_head = pair.ref_hidden_and_head(batch)
         base = build_policy(ModelConfig(), tiny_model_dir, torch.device("cpu"), need_ref=False)
         plain = decoder_hidden(base.policy, batch, base.attn_impl)
-    assert ref_w is lm_head_weight(pair.policy)  # same tensor object: the kernel's shared-W path
+    assert ref_head.weight is lm_head_weight(pair.policy)  # same tensor object: the kernel's shared-W path
     torch.testing.assert_close(ref, plain, atol=1e-5, rtol=1e-5)
     assert (pol - ref).abs().max() > 1e-3
 

@@ -1,4 +1,5 @@
-"""Torch backend of seq_logps: float64 gradcheck, multi-tile loops, deterministic segment sums, peak memory.
+"""Torch backend of seq_logps: float64 gradcheck (plain and bias + scale + softcap heads), multi-tile loops,
+deterministic segment sums, peak memory.
 
 Run: .venv/bin/python -m pytest tests/unit/test_seq_logps_torch.py -q
 """
@@ -26,8 +27,10 @@ def batch(t=23, v=37, h=6, s=4, dtype=torch.float64, seed=0):
     return hidden, weight, labels, seq_index
 
 
-def naive(hidden, weight, labels, seq_index, num_seqs):
-    logp = torch.log_softmax(hidden @ weight.T, dim=-1)
+def naive(hidden, weight, labels, seq_index, num_seqs, bias=None, scale=1.0, softcap=None):
+    z = hidden @ weight.T + (0.0 if bias is None else bias)
+    z = scale * z if softcap is None else softcap * torch.tanh(scale * z / softcap)
+    logp = torch.log_softmax(z, dim=-1)
     mask = labels != IGN
     tok = torch.where(mask, logp.gather(1, labels.clamp(min=0)[:, None]).squeeze(1), 0.0)
     return torch.zeros(num_seqs, dtype=logp.dtype).index_add(0, seq_index, tok)
@@ -49,6 +52,23 @@ def test_gradcheck_float64(monkeypatch):
                                     fast_mode=True)
 
 
+@pytest.mark.parametrize("with_ref", [False, True])
+def test_gradcheck_float64_with_bias_scale_softcap(monkeypatch, with_ref):
+    """Gradients wrt hidden, weight and bias through z = softcap * tanh(scale * (h @ W.T + b) / softcap)."""
+    monkeypatch.setattr(st, "tile_sizes", lambda T, V, H: (5, 8))
+    hidden, weight, labels, seq_index = batch(seed=5)
+    bias = torch.randn(weight.shape[0], generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    ref = dict(ref_hidden=hidden + 0.1, ref_bias=bias * 0.5) if with_ref else {}
+
+    def fn(h, w, b):
+        return seq_logps(h, w, labels, seq_index, 4, bias=b, scale=1.3, softcap=2.0, backend="torch", **ref)[0]
+
+    h, w, b = (x.clone().requires_grad_() for x in (hidden, weight, bias))
+    assert torch.autograd.gradcheck(fn, (h, w, b), eps=1e-6, atol=1e-7, rtol=1e-5, fast_mode=True)
+    torch.testing.assert_close(fn(h, w, b), naive(hidden, weight, labels, seq_index, 4, bias, 1.3, 2.0),
+                               rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("tiles", [(1, 1000), (4, 8), (7, 5), (1000, 36)])
 def test_tiling_does_not_change_results(monkeypatch, tiles):
     hidden, weight, labels, seq_index = batch(dtype=torch.float32, seed=1)
@@ -65,6 +85,24 @@ def test_tiling_does_not_change_results(monkeypatch, tiles):
     torch.testing.assert_close(ref_logps.double(), want_ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(h.grad.double(), h64.grad, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(w.grad.double(), w64.grad, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("tiles", [(1, 1000), (7, 5)])
+def test_tiling_does_not_change_transformed_results(monkeypatch, tiles):
+    """The bias tile must follow the vocab tile, and grad_bias must sum over every token tile."""
+    hidden, weight, labels, seq_index = batch(dtype=torch.float32, seed=7)
+    bias = torch.randn(weight.shape[0], generator=torch.Generator().manual_seed(8))
+    head = dict(scale=0.8, softcap=3.0)
+    leaves = [x.clone().requires_grad_() for x in (hidden, weight, bias)]
+    leaves64 = [x.double().requires_grad_() for x in (hidden, weight, bias)]
+    want = naive(*leaves64[:2], labels, seq_index, 4, leaves64[2], **head)
+    (want * torch.arange(4.0)).sum().backward()
+    monkeypatch.setattr(st, "tile_sizes", lambda T, V, H: tiles)
+    logps, _ = seq_logps(*leaves[:2], labels, seq_index, 4, bias=leaves[2], backend="torch", **head)
+    (logps * torch.arange(4.0)).sum().backward()
+    torch.testing.assert_close(logps.double(), want.detach(), rtol=1e-5, atol=1e-5)
+    for got, ref in zip(leaves, leaves64, strict=True):
+        torch.testing.assert_close(got.grad.double(), ref.grad, rtol=1e-5, atol=1e-5)
 
 
 def test_tile_sizes_bound_the_logits_and_weight_tiles():

@@ -1,4 +1,5 @@
-"""Triton backend of seq_logps: vocab splits, strides, skipped blocks, fp16, no [T, V] tensor, tuning configs.
+"""Triton backend of seq_logps: vocab splits, strides, skipped blocks, fp16, output-head transforms (bias, scale,
+softcap), no [T, V] tensor, tuning configs.
 
 Run: .venv/bin/python -m pytest tests/unit/test_seq_logps_triton.py -q   (CPU: Triton interpreter, kept small)
 """
@@ -53,7 +54,8 @@ def test_vocab_splits_combine_to_the_same_result(splits):
     upstream = torch.linspace(-1.0, 2.0, 5, device=DEV)
 
     def run(n):
-        return lambda h, w: tt.TritonSeqLogps.apply(h, w, labels, seq_index, 5, ref_hidden, w, IGN, n)
+        return lambda h, w: tt.TritonSeqLogps.apply(h, w, None, labels, seq_index, 5, ref_hidden, w, None, 1.0, None,
+                                                    IGN, n)
 
     (one, ref_one), gh1, gw1 = grads_of(run(1), hidden, weight, upstream)
     (many, ref_many), ghn, gwn = grads_of(run(splits), hidden, weight, upstream)
@@ -62,6 +64,61 @@ def test_vocab_splits_combine_to_the_same_result(splits):
     torch.testing.assert_close(many.double(), reference(hidden, weight, labels, seq_index, 5), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(ref_many.double(), reference(ref_hidden, weight, labels, seq_index, 5),
                                rtol=1e-5, atol=1e-5)
+
+
+HEAD = dict(scale=1.7, softcap=4.0)
+
+
+def test_transformed_head_with_vocab_splits_matches_torch_backend():
+    """bias + scale + softcap, a reference with its own bias sharing the W tiles, 3 vocab splits (one empty): values
+    and gradients (hidden, weight, bias) equal the torch backend's, which test_seq_logps checks against float64."""
+    hidden, weight, labels, seq_index = batch(seed=5)
+    g = torch.Generator().manual_seed(5)
+    bias = torch.randn(weight.shape[0], generator=g).to(DEV)
+    ref_bias = bias + 0.3 * torch.randn(weight.shape[0], generator=g).to(DEV)
+    ref_hidden = hidden + 0.1
+    upstream = torch.linspace(-1.0, 2.0, 5, device=DEV)
+
+    def run(apply):
+        h, w, b = (x.detach().clone().requires_grad_() for x in (hidden, weight, bias))
+        logps, ref_logps = apply(h, w, b)
+        (logps * upstream).sum().backward()
+        return logps.detach(), ref_logps, h.grad, w.grad, b.grad
+
+    got = run(lambda h, w, b: tt.TritonSeqLogps.apply(h, w, b, labels, seq_index, 5, ref_hidden, w, ref_bias,
+                                                      HEAD["scale"], HEAD["softcap"], IGN, 3))
+    want = run(lambda h, w, b: seq_logps(h, w, labels, seq_index, 5, ref_hidden=ref_hidden, ref_weight=w, bias=b,
+                                         ref_bias=ref_bias, backend="torch", **HEAD))
+    for a, c in zip(got, want, strict=True):
+        torch.testing.assert_close(a, c, rtol=2e-5, atol=2e-5)
+
+
+# The interpreter's numpy reports the overflow the kernel then discards with tl.where (the GPU is silent).
+@pytest.mark.filterwarnings("ignore:overflow encountered in exp", "ignore:invalid value encountered in multiply")
+def test_large_bias_on_skipped_blocks_and_padded_rows_stays_finite():
+    """exp(z - lse) must never reach a gradient as inf * 0: rows past T, and a zero-gradient token block, whose
+    logits the backward never forms (z = bias there), with lse near -400 and a bias of 200 where exp overflows fp32."""
+    hidden, weight, labels, seq_index = batch(t=70, seed=6)
+    labels[:16] = IGN  # block 0: only ignored tokens
+    seq_index[:32] = 0  # block 1: live tokens of sequence 0, which gets zero upstream gradient
+    hidden[16:32] = 0.0
+    hidden[16:32, 0] = -1000.0
+    weight[:, 0] = weight[:, 0].abs() + 1.0  # every logit of block 1 is <= 0.5 * (-1000 + 200)
+    bias = torch.zeros(weight.shape[0], device=DEV)
+    bias[::7] = 200.0
+    upstream = torch.tensor([0.0, 1.5, -2.0, 0.0, 0.7], device=DEV)
+    leaves = [x.detach().clone().requires_grad_() for x in (hidden, weight, bias)]
+    got, _ = seq_logps(*leaves[:2], labels, seq_index, 5, bias=leaves[2], scale=0.5, backend="triton")
+    (got * upstream).sum().backward()
+    leaves64 = [x.double().requires_grad_() for x in (hidden, weight, bias)]
+    z = 0.5 * (leaves64[0] @ leaves64[1].T + leaves64[2])
+    tok = torch.log_softmax(z, dim=-1).gather(1, labels.clamp(min=0)[:, None]).squeeze(1)
+    want = torch.zeros(5, dtype=torch.float64, device=DEV).index_add(0, seq_index, torch.where(labels != IGN, tok, 0.0))
+    (want * upstream.double()).sum().backward()
+    torch.testing.assert_close(got.double(), want.detach(), rtol=1e-5, atol=1e-4)
+    for a, c in zip(leaves, leaves64, strict=True):
+        assert torch.isfinite(a.grad).all()
+        assert (a.grad.double() - c.grad).abs().max() <= 1e-5 * c.grad.abs().max()
 
 
 def test_strided_inputs_match_contiguous():
@@ -156,20 +213,26 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from una_hpc.kernels import seq_logps_triton as tt
 
-FLAGS = {"HAS_REF", "SHARED_H", "SHARED_W", "UPCAST", "PREC", "COMPUTE_GH", "COMPUTE_GW", "BLOCK_T", "BLOCK_V",
-         "BLOCK_D"}
+FLAGS = {"HAS_REF", "SHARED_H", "SHARED_W", "HAS_BIAS", "SCALED", "HAS_SOFTCAP", "UPCAST", "PREC", "COMPUTE_GH",
+         "COMPUTE_GW", "COMPUTE_GB", "BLOCK_T", "BLOCK_V", "BLOCK_D"}
+FP32_PTRS = {"M", "S", "Z", "RM", "RS", "RZ", "LSE", "G", "GH", "GW", "GB"}
 
 def signature(fn, dt):
     sig = {}
     for n in fn.arg_names:
-        sig[n] = ("*" + dt if n in ("Hp", "Wp", "RHp", "RWp") else "*i64" if n == "LAB" else "constexpr" if n in FLAGS
-                  else "*fp32" if n in ("M", "S", "Z", "RM", "RS", "RZ", "LSE", "G", "GH", "GW") else "i32")
+        sig[n] = ("*" + dt if n in ("Hp", "Wp", "Bp", "RHp", "RWp", "RBp") else "*i64" if n == "LAB"
+                  else "constexpr" if n in FLAGS else "*fp32" if n in FP32_PTRS
+                  else "fp32" if n in ("mul", "cap") else "i32")
     return sig
 
 cfg = tt._configs()[0]
-for fn, flags in ((tt._fwd_kernel, dict(HAS_REF=True, SHARED_H=False, SHARED_W=False)),
-                  (tt._fwd_kernel, dict(HAS_REF=True, SHARED_H=True, SHARED_W=True)),
-                  (tt._bwd_kernel, dict(COMPUTE_GH=True, COMPUTE_GW=True))):
+PLAIN = dict(HAS_BIAS=False, SCALED=False, HAS_SOFTCAP=False)
+HEAD = dict(HAS_BIAS=True, SCALED=True, HAS_SOFTCAP=True)
+for fn, flags in ((tt._fwd_kernel, dict(HAS_REF=True, SHARED_H=False, SHARED_W=False, **PLAIN)),
+                  (tt._fwd_kernel, dict(HAS_REF=True, SHARED_H=True, SHARED_W=True, **PLAIN)),
+                  (tt._fwd_kernel, dict(HAS_REF=True, SHARED_H=False, SHARED_W=True, **HEAD)),
+                  (tt._bwd_kernel, dict(COMPUTE_GH=True, COMPUTE_GW=True, COMPUTE_GB=False, **PLAIN)),
+                  (tt._bwd_kernel, dict(COMPUTE_GH=True, COMPUTE_GW=True, COMPUTE_GB=True, **HEAD))):
     consts = dict(cfg.kwargs, UPCAST=False, PREC="tf32", **flags)
     k = triton.compile(ASTSource(fn, signature(fn, "bf16"), consts), target=GPUTarget("cuda", 90, 32),
                        options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})
@@ -179,7 +242,8 @@ print("compiled")
 
 
 def test_kernels_compile_for_h100_without_a_gpu():
-    """The interpreter skips GPU lowering: compile the bf16 kernels to sm_90 cubins with the ptxas triton ships."""
+    """The interpreter skips GPU lowering: compile the bf16 kernels (plain head and bias + scale + softcap) to sm_90
+    cubins with the ptxas triton ships."""
     import subprocess
     import sys
 

@@ -42,10 +42,6 @@ class PackedBatch:
         """Real (non-padding) tokens: what tokens/s counts."""
         return int((~self.pad_mask).sum())
 
-    def segment_ids(self) -> Tensor:
-        """[R, L] sequence id per position, -1 on padding (builds the block-diagonal attention mask)."""
-        return torch.where(self.pad_mask, torch.full_like(self.seq_index, -1), self.seq_index)
-
     def select_rows(self, rows: list[int]) -> PackedBatch:
         """Rows of an unpacked batch (one sequence per row, as `unpacked` makes), renumbered 0..len(rows)-1."""
         if self.input_ids.shape[0] != self.num_seqs:

@@ -202,30 +202,45 @@ def _load_file(path: Path, name: str) -> Dataset:
     raise DataError(problems)
 
 
-def _load_dir(path: Path, name: str) -> Dataset:
+def _load_dir(path: Path, name: str, split: str) -> Dataset:
+    """A `save_to_disk` dir (Dataset or DatasetDict), else a dir of data files with datasets' split naming
+    (`train.jsonl`, `data/train_prefs-00000-of-00001.parquet`, ...), as a Hub dataset repo holds them."""
+    if not any((path / f).is_file() for f in ("dataset_info.json", "state.json", "dataset_dict.json")):
+        return _load_data_files_dir(path, name, split)
     with _quiet_datasets():
         try:
             loaded = datasets.load_from_disk(str(path), keep_in_memory=True)
-        except FileNotFoundError:
-            raise DataError.one(name, "directory is not a save_to_disk dataset (no dataset_info.json / "
-                                      "state.json)") from None
         except Exception as e:  # noqa: BLE001
             raise DataError.one(name, f"cannot read save_to_disk directory ({_first_line(e)})") from None
     if isinstance(loaded, datasets.DatasetDict):
-        if "train" not in loaded:
-            raise DataError.one(name, f"DatasetDict without a 'train' split (splits: {', '.join(loaded)})")
-        loaded = loaded["train"]
+        if split not in loaded:
+            raise DataError.one(name, f"no split '{split}' (splits: {', '.join(loaded)}); set data.split")
+        loaded = loaded[split]
     return loaded
 
 
-def load_table(path: str | os.PathLike) -> Dataset:
-    """Read a data file or `save_to_disk` directory; raise DataError (one line per problem) when it can't."""
+def _load_data_files_dir(path: Path, name: str, split: str) -> Dataset:
+    if not any(p.suffix in BUILDERS for p in path.rglob("*") if p.is_file()):
+        raise DataError.one(name, "directory holds no save_to_disk dataset and no jsonl/json/parquet/csv file")
+    with _quiet_datasets(), tempfile.TemporaryDirectory() as cache:
+        try:
+            loaded = datasets.load_dataset(str(path), cache_dir=cache, keep_in_memory=True)
+        except Exception as e:  # noqa: BLE001
+            raise DataError.one(name, f"cannot read data files directory ({_first_line(e)})") from None
+    if split not in loaded:
+        raise DataError.one(name, f"no split '{split}' (splits: {', '.join(loaded)}); set data.split")
+    return loaded[split]
+
+
+def load_table(path: str | os.PathLike, split: str = "train") -> Dataset:
+    """Read a data file or a directory (save_to_disk, or data files named by split); raise DataError (one line
+    per problem) when it can't. `split` picks the split of a directory; a single file is one split."""
     name = str(path)
     p = Path(path)
     if not p.exists():
         raise DataError.one(name, "file not found")
     if p.is_dir():
-        return _load_dir(p, name)
+        return _load_dir(p, name, split)
     if not os.access(p, os.R_OK):
         raise DataError.one(name, "cannot read file (permission denied)")
     return _load_file(p, name)

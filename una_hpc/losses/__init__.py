@@ -1,4 +1,4 @@
-"""The UNA loss family (DESIGN.md "The loss contract") and the registry of loss heads."""
+"""The UNA loss family (docs/design.md, "The loss contract") and the registry of loss heads."""
 from .dpo import dpo_loss, dpo_losses
 from .heads import LOSSES, HeadOutput, LossHead, get_head
 from .helpsteer import DEFAULT_ATTRIBUTE_WEIGHTS, combine_attributes

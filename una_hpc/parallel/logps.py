@@ -2,7 +2,10 @@
 
     logps, ref_logps = kernel_seq_logps(hidden, weight, labels, seq_index, num_seqs, ref_hidden=..., ref_weight=...)
 
-`reference_seq_logps` is the definition (DESIGN.md, "The fused kernel contract") written with plain autograd over
+Logits are z = softcap * tanh(scale * (hidden @ weight.T + bias) / softcap), or scale * (hidden @ weight.T + bias)
+without a softcap (Gemma-2/3 final_logit_softcapping, Cohere logit_scale, Granite 1 / logits_scaling, Phi's bias);
+the reference head uses ref_bias (None: the policy's bias) with the same scale and softcap.
+`reference_seq_logps` is the definition (docs/design.md, "The fused kernel contract") written with plain autograd over
 token chunks; tests use it as ground truth for the sharded paths. Tested by: tests/distributed/test_vocab_parallel.py
 """
 from __future__ import annotations
@@ -13,14 +16,24 @@ from torch import Tensor
 IGNORE_INDEX = -100
 
 
+def head_logits(pre: Tensor, bias: Tensor | None = None, scale: float = 1.0, softcap: float | None = None) -> Tensor:
+    """The output head's transform of pre-logits h @ W.T (autograd); a plain head returns `pre` itself."""
+    if bias is not None:
+        pre = pre + bias.to(pre.dtype)
+    if softcap is not None:
+        return softcap * torch.tanh(pre * (scale / softcap))
+    return pre * scale if scale != 1 else pre
+
+
 def token_logps(hidden: Tensor, weight: Tensor, labels: Tensor, ignore_index: int = IGNORE_INDEX,
-                chunk_size: int = 1024) -> Tensor:
-    """[T] log softmax(hidden @ weight.T)[label] in fp32 (float64 stays float64), 0 where the label is ignored."""
+                chunk_size: int = 1024, *, bias: Tensor | None = None, scale: float = 1.0,
+                softcap: float | None = None) -> Tensor:
+    """[T] log softmax(z)[label] in fp32 (float64 stays float64), 0 where the label is ignored; z as in the header."""
     acc = torch.float64 if hidden.dtype == torch.float64 else torch.float32
     out = []
     for t0 in range(0, hidden.shape[0], chunk_size):
         h, y = hidden[t0:t0 + chunk_size].to(acc), labels[t0:t0 + chunk_size]
-        logp = torch.log_softmax(h @ weight.to(acc).T, dim=-1)
+        logp = torch.log_softmax(head_logits(h @ weight.to(acc).T, bias, scale, softcap), dim=-1)
         keep = y != ignore_index
         picked = logp.gather(1, torch.where(keep, y, 0).unsqueeze(1)).squeeze(1)
         out.append(torch.where(keep, picked, 0.0))
@@ -34,21 +47,27 @@ def segment_sums(values: Tensor, seq_index: Tensor, num_seqs: int) -> Tensor:
 
 def reference_seq_logps(hidden: Tensor, weight: Tensor, labels: Tensor, seq_index: Tensor, num_seqs: int, *,
                         ref_hidden: Tensor | None = None, ref_weight: Tensor | None = None,
+                        bias: Tensor | None = None, ref_bias: Tensor | None = None, scale: float = 1.0,
+                        softcap: float | None = None,
                         ignore_index: int = IGNORE_INDEX) -> tuple[Tensor, Tensor | None]:
-    logps = segment_sums(token_logps(hidden, weight, labels, ignore_index), seq_index, num_seqs)
+    head = dict(scale=scale, softcap=softcap)
+    logps = segment_sums(token_logps(hidden, weight, labels, ignore_index, bias=bias, **head), seq_index, num_seqs)
     ref = None
     if ref_hidden is not None:
         with torch.no_grad():
             w = weight if ref_weight is None else ref_weight
-            ref = segment_sums(token_logps(ref_hidden, w, labels, ignore_index), seq_index, num_seqs)
+            b = bias if ref_bias is None else ref_bias
+            ref = segment_sums(token_logps(ref_hidden, w, labels, ignore_index, bias=b, **head), seq_index, num_seqs)
     return logps, ref
 
 
 def kernel_seq_logps(hidden: Tensor, weight: Tensor, labels: Tensor, seq_index: Tensor, num_seqs: int, *,
                      ref_hidden: Tensor | None = None, ref_weight: Tensor | None = None,
+                     bias: Tensor | None = None, ref_bias: Tensor | None = None, scale: float = 1.0,
+                     softcap: float | None = None,
                      ignore_index: int = IGNORE_INDEX) -> tuple[Tensor, Tensor | None]:
     """una_hpc.kernels.seq_logps (backend auto: Triton on CUDA, the chunked torch path elsewhere)."""
     from ..kernels import seq_logps
 
     return seq_logps(hidden, weight, labels, seq_index, num_seqs, ref_hidden=ref_hidden, ref_weight=ref_weight,
-              ignore_index=ignore_index)
+                     bias=bias, ref_bias=ref_bias, scale=scale, softcap=softcap, ignore_index=ignore_index)

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ..kernels import seq_logps
+from ..models.output_head import output_head
 from .base import Rollout
 from .weights import unwrap_hf_model
 
@@ -32,8 +33,8 @@ def rollout_logps(model: nn.Module, rollouts: Sequence[Rollout], *, batch_size: 
     on right-padded rows (real tokens keep positions 0..L-1), and is put back in its previous mode.
     """
     lm = unwrap_hf_model(model)
-    decoder, weight = lm.get_decoder(), lm.get_output_embeddings().weight
-    device = weight.device
+    decoder, head = lm.get_decoder(), output_head(lm)
+    device = head.weight.device
     was_training = model.training
     model.eval()
     out: list[Tensor] = []
@@ -52,8 +53,8 @@ def rollout_logps(model: nn.Module, rollouts: Sequence[Rollout], *, batch_size: 
             hidden = decoder(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
                              use_cache=False).last_hidden_state
             seq_index = torch.arange(len(chunk)).repeat_interleave(width)
-            logps, _ = seq_logps(hidden.reshape(-1, hidden.shape[-1]), weight, labels.reshape(-1).to(device),
-                                 seq_index.to(device), len(chunk), backend=backend)
+            logps, _ = seq_logps(hidden.reshape(-1, hidden.shape[-1]), head.weight, labels.reshape(-1).to(device),
+                                 seq_index.to(device), len(chunk), backend=backend, **head.transform())
             out.append(logps.float().cpu())
     finally:
         model.train(was_training)

@@ -2,13 +2,23 @@
 
     rm = RewardModel.from_pretrained("runs/default/reward_model")
     rm.score_texts(["count to three"], ["one two three"])     # tensor([logit]) float32
-    rm.score_rollouts(rollouts)                               # the online loop: prompt + completion token ids
+    rm.score_rollouts(rollouts, prompts, policy_tokenizer)    # the online loop: sampled rollouts of `prompts`
 
 How a pair becomes tokens (`encode_pair`): exactly as the trainer's data layer tokenizes a (prompt, completion)
 (una_hpc.data.encode_prompts / encode_completions): the prompt rendered by the chat template as a user turn plus
 the generation prompt (the ids the policy generates from), then the response's tokens and EOS (what a finished
-completion ends with). Rollouts are scored on their prompt_ids + completion_ids directly, so text rows, training
-data and sampled rollouts meet the RM in one format.
+completion ends with).
+
+How a rollout becomes tokens (`score_rollouts`): rollouts carry the *policy's* token ids, which mean something
+else to a reward model with another tokenizer (e.g. a Mistral policy scored by a Llama-3.2 RM). So:
+- Same tokenizer (`same_tokenizer`: equal `get_vocab()`, eos/bos/pad ids and `chat_template`; decided once per
+  policy tokenizer): prompt_ids + completion_ids are scored as they are, no decoding.
+- Otherwise: the completion is decoded with the policy tokenizer (a trailing policy EOS dropped, special tokens
+  skipped) and re-encoded with the prompt of the rollout (`prompts[r.prompt_index]`, a string or a message list)
+  through `encode_texts`, i.e. with the RM's tokenizer and chat template, as the RM's training data was. The RM's
+  EOS ends the sequence only when the policy's did: a completion cut at max_new_tokens stays unfinished, as on
+  the same-tokenizer path.
+Without a policy tokenizer, rollouts are scored on their own ids (the caller vouches that the tokenizers match).
 
 Scoring pads on the right with an attention mask; the HF head reads the last non-padding token, so a row's logit
 does not depend on what it is batched with (fp32: equal to ~1e-6). Sequences over `max_length` keep their last
@@ -19,7 +29,7 @@ Tested by: .venv/bin/python -m pytest tests/unit/test_reward_model.py -q
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -28,8 +38,17 @@ from transformers import AutoModelForSequenceClassification, PreTrainedTokenizer
 
 from ..data import encode_completions, encode_prompts
 from ..data.formats import Prompt
+from ..hub import local_dir
 from ..models.policy import load_tokenizer
 from .base import Rollout
+
+
+def same_tokenizer(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:
+    """Whether ids from `a` mean the same to `b`: same vocabulary, special-token ids and chat template."""
+    def key(t: PreTrainedTokenizerBase) -> tuple:
+        return t.eos_token_id, t.bos_token_id, t.pad_token_id, getattr(t, "chat_template", None)
+
+    return a is b or (key(a) == key(b) and a.get_vocab() == b.get_vocab())
 
 
 def encode_pair(tokenizer: PreTrainedTokenizerBase, prompt: Prompt, response: str) -> list[int]:
@@ -71,12 +90,15 @@ class RewardModel:
     """Token limit per scored sequence (longer ones keep their last tokens)."""
     batch_size: int = 16
     """Sequences per forward."""
+    _shared: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    """id(policy tokenizer) -> (that tokenizer, whether it is the same as ours); see `shares_tokenizer`."""
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: str | torch.device = "cpu",
                         dtype: torch.dtype = torch.float32, max_length: int = 1024,
                         batch_size: int = 16) -> RewardModel:
-        if not (Path(path) / "config.json").is_file():
+        path = local_dir(str(path), setting="reward model")  # a dir, or a Hub id through the Hub cache
+        if not (path / "config.json").is_file():
             raise FileNotFoundError(f"{path}: not an HF reward model directory (no config.json)")
         tok = load_tokenizer(path)
         model = AutoModelForSequenceClassification.from_pretrained(str(path), dtype=dtype)
@@ -105,6 +127,32 @@ class RewardModel:
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
         return self.score_ids(encode_texts(self.tokenizer, prompts, responses))
 
-    def score_rollouts(self, rollouts: Sequence[Rollout]) -> Tensor:
-        """Scores sampled rollouts on their own token ids (the RM must share the policy's tokenizer)."""
-        return self.score_ids([r.prompt_ids + r.completion_ids for r in rollouts])
+    def shares_tokenizer(self, policy_tokenizer: PreTrainedTokenizerBase) -> bool:
+        """`same_tokenizer(policy_tokenizer, self.tokenizer)`, decided once per policy tokenizer (the vocabulary
+        comparison is not free on 100k-token vocabularies, and the answer cannot change during a run)."""
+        key = id(policy_tokenizer)
+        if key not in self._shared:  # holding the tokenizer keeps its id from being reused by another object
+            self._shared[key] = (policy_tokenizer, same_tokenizer(policy_tokenizer, self.tokenizer))
+        return self._shared[key][1]
+
+    def score_rollouts(self, rollouts: Sequence[Rollout], prompts: Sequence[Prompt] | None = None,
+                       policy_tokenizer: PreTrainedTokenizerBase | None = None) -> Tensor:
+        """[N] float32 logits of sampled rollouts; `prompts[r.prompt_index]` is rollout r's prompt (see the module
+        docstring). Without `policy_tokenizer`, the rollouts' own ids are scored."""
+        if policy_tokenizer is None or self.shares_tokenizer(policy_tokenizer):
+            return self.score_ids([r.prompt_ids + r.completion_ids for r in rollouts])
+        if prompts is None:
+            raise ValueError("reward model: its tokenizer differs from the policy's, so scoring rollouts needs "
+                             "their prompts")
+        return self.score_ids(self.reencode(rollouts, prompts, policy_tokenizer))
+
+    def reencode(self, rollouts: Sequence[Rollout], prompts: Sequence[Prompt],
+                 policy_tokenizer: PreTrainedTokenizerBase) -> list[list[int]]:
+        """The RM's token ids of each rollout: its prompt and decoded completion, encoded as training pairs are."""
+        eos = policy_tokenizer.eos_token_id
+        finished = [bool(r.completion_ids) and r.completion_ids[-1] == eos for r in rollouts]
+        responses = policy_tokenizer.batch_decode([r.completion_ids[:-1] if f else r.completion_ids
+                                                   for r, f in zip(rollouts, finished)], skip_special_tokens=True)
+        sequences = encode_texts(self.tokenizer, [prompts[r.prompt_index] for r in rollouts], responses)
+        # encode_texts ends every sequence with the RM's EOS; an unfinished completion must not claim one.
+        return [s if f else s[:-1] for s, f in zip(sequences, finished)]

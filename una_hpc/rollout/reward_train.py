@@ -10,7 +10,7 @@
 - Objective: MSE between sigmoid(logit) and the score. Chosen over Bradley-Terry because the inputs are absolute
   scores (HelpSteer2 attributes, graded responses), not same-prompt pairs, so every row is used and none has to be
   paired; and because σ(RM logit) then is a calibrated [0, 1] score, exactly the explicit reward that online UNA
-  regresses σ(implicit reward) onto (loss.reward_normalize = sigmoid, DESIGN.md).
+  regresses σ(implicit reward) onto (loss.reward_normalize = sigmoid, docs/design.md).
 - Pairs are encoded like the trainer and the policy see them (una_hpc.rollout.reward.encode_pair, i.e. the data
   layer's encoders); batches are sampled without replacement per epoch from a seeded generator; AdamW, constant
   lr, gradient clipping at 1.0. The caller's random state is left untouched.

@@ -1,20 +1,22 @@
-"""Evaluation on held-out prompts of the embedded task: gold reward with a 95% interval, win rate, KL to a reference.
+"""Evaluation on held-out prompts: reward with a 95% interval, win rate against a baseline, KL to a reference.
 
     .venv/bin/python -m pytest tests/unit/test_evaluate.py -q      # its tests; from python:
-    evaluate("runs/x/final", None, load_prompts("runs/default/data/heldout.jsonl"), EvalConfig(),
-             baseline="runs/default/base", reference="runs/default/base", out_dir="runs/x")
+    prompts = read_eval_prompts("prompts.jsonl")                   # any table with a `prompt` column
+    evaluate("runs/x/final", None, prompts, EvalConfig(), baseline="base_dir", reference="base_dir",
+             reward_model="rm_dir", out_dir="runs/x")
 
+- Prompts: rendered exactly as training renders them (una_hpc.data.tokenize.encode_prompts: the tokenizer's chat
+  template with the generation prompt; strings are one user message, message lists are used as they are).
 - Responses: generated on the first `eval_cfg.num_prompts` prompts, batched with left padding, greedy when
   `eval_cfg.temperature` is 0 (else sampled at that temperature with top_k/top_p off, seeded).
-- Gold reward: the synthetic task's exact gold score per response (una_hpc.data.synthetic.gold_score) unless a
-  `scorer` is given. Interval: normal approximation, mean +- 1.96 * sample std / sqrt(n) (over prompts).
+- Reward (`pick_scorer`): the embedded task's exact gold reward (una_hpc.data.synthetic) when every prompt parses
+  as one of its prompts (the detection online_common.gold_rewards uses); otherwise the reward model's score of the
+  (prompt, response) texts (`RewardModel.score_texts`, so the RM may use another tokenizer); with neither, no reward
+  (KL and lengths only). Interval: normal approximation, mean +- 1.96 * sample std / sqrt(n) (over prompts).
 - Win rate against `baseline` (a model, a model dir, or its responses): the baseline generates on the same prompts
-  with the same settings; per prompt a higher score wins 1, a tie 0.5.
-- KL(policy || reference): one sample per prompt from the policy at temperature 1 (no top-k/top-p, so the samples
-  follow the policy's own distribution), estimate = mean over samples of sum_t [log pi(y_t|..) - log ref(y_t|..)]
-  over the sampled completion tokens (EOS included, generation capped at max_new_tokens: it is the KL of the
-  length-capped sequence distributions). Unbiased; reported with its standard error. Temperature 1 regardless of
-  `eval_cfg.temperature`, because the estimator needs samples from the policy itself.
+  with the same settings; per prompt a higher score wins 1, a tie 0.5. Needs a reward.
+- KL(policy || reference): one temperature-1 sample per prompt from the policy (whatever `eval_cfg.temperature`:
+  the estimator needs the policy's own distribution), log-ratios through the fused op (una_hpc.trainer.eval_kl).
 """
 from __future__ import annotations
 
@@ -22,31 +24,53 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import Tensor
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+from torch import Tensor, nn
+from transformers import AutoModelForCausalLM, GenerationConfig, PreTrainedTokenizerBase
 
 from ..config import EvalConfig
-from ..data.synthetic import ATTRIBUTES, family_of, gold_attributes
+from ..data.convert import prompts_of
+from ..data.formats import Prompt
+from ..data.io import load_table
+from ..data.synthetic import ATTRIBUTES, family_of, gold_attributes, parse_prompt
+from ..data.tokenize import encode_prompts
+from ..hub import local_dir
 from ..losses.helpsteer import DEFAULT_ATTRIBUTE_WEIGHTS, combine_attributes
-from .sft import encode_prompt
+from ..models.policy import load_tokenizer
+from ..rollout.reward import RewardModel
+from .eval_kl import Reference, eval_mode, kl_of_samples
 
-ModelLike = PreTrainedModel | str | Path
+ModelLike = nn.Module | str | Path
 
 
-def load_model(model: ModelLike) -> PreTrainedModel:
-    """A causal LM in eval mode: the given one, or loaded (fp32) from an HF model dir."""
+def load_model(model: ModelLike, device: str | torch.device | None = None) -> nn.Module:
+    """A causal LM: the given module as it is, or loaded (fp32, eval mode) from an HF model dir onto `device`."""
     if isinstance(model, (str, Path)):
-        model = AutoModelForCausalLM.from_pretrained(str(model), dtype=torch.float32)
-    return model.eval()
+        model = AutoModelForCausalLM.from_pretrained(str(local_dir(str(model), setting="eval model")),
+                                                     dtype=torch.float32).eval()
+        if device is not None:
+            model = model.to(device)
+    return model
 
 
-def load_prompts(path: str | Path) -> list[str]:
-    """The `prompt` field of every row of a jsonl file."""
-    with open(path) as f:
-        return [json.loads(line)["prompt"] for line in f if line.strip()]
+def read_eval_prompts(path: str | Path) -> list[Prompt]:
+    """Distinct prompts of a jsonl/json/parquet/csv file or save_to_disk dir with a `prompt` column (a string or a
+    message list; other columns ignored) or a conversational `messages` column; one-line DataErrors otherwise."""
+    table = load_table(path)
+    if "prompt" in table.column_names:  # a scored/pairwise table works too: only its prompts are read
+        table = table.select_columns(["prompt"])
+    return prompts_of(table, "conversational", str(path))
+
+
+def fit_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt], max_tokens: int
+                ) -> tuple[list[Prompt], int]:
+    """The prompts whose rendered ids fit `max_tokens` (data.max_prompt_length), and how many were dropped."""
+    ids = encode_prompts(tokenizer, list(prompts))
+    kept = [p for p, x in zip(prompts, ids) if len(x) <= max_tokens]
+    return kept, len(prompts) - len(kept)
 
 
 def _left_pad(seqs: Sequence[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
@@ -60,7 +84,7 @@ def _left_pad(seqs: Sequence[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
 
 
 @torch.no_grad()
-def generate_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], *,
+def generate_ids(model: ModelLike, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt], *,
                  max_new_tokens: int, temperature: float = 0.0, batch_size: int = 64,
                  seed: int = 0) -> list[list[int]]:
     """Completion token ids per prompt, cut after the first EOS (which is kept). temperature 0 = greedy."""
@@ -71,12 +95,12 @@ def generate_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pro
         top_k=0 if sample else None, top_p=1.0 if sample else None, pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
     device = next(model.parameters()).device
+    encoded = encode_prompts(tokenizer, list(prompts))
     out: list[list[int]] = []
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # caller's RNG untouched
-        torch.manual_seed(seed)
-        for start in range(0, len(prompts), batch_size):
-            encoded = [encode_prompt(tokenizer, p) for p in prompts[start:start + batch_size]]
-            ids, mask = _left_pad(encoded, tokenizer.pad_token_id)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), eval_mode(model):
+        torch.manual_seed(seed)  # the caller's RNG is untouched (fork_rng restores it)
+        for start in range(0, len(encoded), batch_size):
+            ids, mask = _left_pad(encoded[start:start + batch_size], tokenizer.pad_token_id)
             gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
                                  generation_config=gen_cfg)
             for row in gen[:, ids.shape[1]:].tolist():
@@ -89,36 +113,22 @@ def decode(tokenizer: PreTrainedTokenizerBase, completion_ids: Sequence[int]) ->
     return tokenizer.decode(list(completion_ids), skip_special_tokens=True).strip()
 
 
-def generate(model: ModelLike, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], *, max_new_tokens: int,
-             temperature: float = 0.0, batch_size: int = 64, seed: int = 0) -> list[str]:
+def generate(model: ModelLike, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt], *,
+             max_new_tokens: int, temperature: float = 0.0, batch_size: int = 64, seed: int = 0) -> list[str]:
     """Response texts per prompt (see generate_ids)."""
-    ids = generate_ids(load_model(model), tokenizer, prompts, max_new_tokens=max_new_tokens,
-                       temperature=temperature, batch_size=batch_size, seed=seed)
+    ids = generate_ids(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
+                       batch_size=batch_size, seed=seed)
     return [decode(tokenizer, x) for x in ids]
 
 
-@torch.no_grad()
-def completion_logps(model: PreTrainedModel, prompt_ids: Sequence[list[int]], completion_ids: Sequence[list[int]],
-                     pad_id: int, batch_size: int = 64) -> Tensor:
-    """[N] float64: sum of log p(completion token | prefix) per sequence (right-padded forward passes)."""
-    device = next(model.parameters()).device
-    out = []
-    for s in range(0, len(prompt_ids), batch_size):
-        seqs = [p + c for p, c in zip(prompt_ids[s:s + batch_size], completion_ids[s:s + batch_size])]
-        width = max(len(x) for x in seqs)
-        ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        labels = torch.full_like(ids, -100)
-        for i, (p, c) in enumerate(zip(prompt_ids[s:s + batch_size], completion_ids[s:s + batch_size])):
-            ids[i, : len(p) + len(c)] = torch.tensor(p + c)
-            mask[i, : len(p) + len(c)] = 1
-            labels[i, len(p): len(p) + len(c)] = torch.tensor(c, dtype=torch.long)
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-        logp = torch.log_softmax(logits[:, :-1], dim=-1)
-        tgt = labels[:, 1:].to(device)
-        tok = logp.gather(-1, tgt.clamp_min(0).unsqueeze(-1)).squeeze(-1) * (tgt != -100)
-        out.append(tok.sum(-1).double().cpu())
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+def sampled_kl(policy: nn.Module, reference: Reference, tokenizer: PreTrainedTokenizerBase,
+               prompts: Sequence[Prompt], *, max_new_tokens: int, batch_size: int = 64,
+               seed: int = 0) -> dict[str, float]:
+    """KL(policy || reference) on one temperature-1 policy sample per prompt (una_hpc.trainer.eval_kl)."""
+    samples = generate_ids(policy, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=1.0,
+                           batch_size=batch_size, seed=seed)
+    return kl_of_samples(policy, reference, encode_prompts(tokenizer, list(prompts)), samples,
+                         pad_id=tokenizer.pad_token_id, batch_size=batch_size)
 
 
 def mean_ci95(values: Sequence[float]) -> dict[str, float | list[float]]:
@@ -142,79 +152,122 @@ def win_rate(scores: Sequence[float], baseline_scores: Sequence[float]) -> dict[
             "losses": len(scores) - wins - ties}
 
 
-def kl_estimate(policy: PreTrainedModel, reference: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-                prompts: Sequence[str], *, max_new_tokens: int, batch_size: int = 64,
-                seed: int = 0) -> dict[str, float]:
-    """Monte-Carlo KL(policy || reference) on temperature-1 policy samples (see the module docstring)."""
-    completions = generate_ids(policy, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=1.0,
-                               batch_size=batch_size, seed=seed)
-    prompt_ids = [encode_prompt(tokenizer, p) for p in prompts]
-    ratio = (completion_logps(policy, prompt_ids, completions, tokenizer.pad_token_id, batch_size)
-             - completion_logps(reference, prompt_ids, completions, tokenizer.pad_token_id, batch_size))
-    n = ratio.numel()
-    std = float(ratio.std()) if n > 1 else 0.0
-    return {"mean": float(ratio.mean()), "stderr": std / math.sqrt(n), "samples": n, "temperature": 1.0,
-            "method": "mean over policy samples of summed token log-ratios"}
+# ------------------------------------------------------------------------------------------------ reward
+def prompt_text(prompt: Prompt) -> str:
+    """The text a gold reward reads: the prompt, or a message list's last message."""
+    return prompt if isinstance(prompt, str) else prompt[-1]["content"]
 
 
-def _score_all(prompts: Sequence[str], responses: Sequence[str], scorer: Callable[[str, str], float] | None,
-               weights: Mapping[str, float]) -> tuple[list[float], list[dict[str, int]] | None]:
-    if scorer is not None:
-        return [float(scorer(p, r)) for p, r in zip(prompts, responses)], None
-    attrs = [gold_attributes(p, r) for p, r in zip(prompts, responses)]
-    return [combine_attributes(a, weights) for a in attrs], attrs
+def embedded_task_prompts(prompts: Sequence[Prompt]) -> bool:
+    """Whether every prompt is one of the embedded task's (so the exact gold reward applies)."""
+    try:
+        for text in {prompt_text(p) for p in prompts}:
+            parse_prompt(text)
+    except ValueError:
+        return False
+    return bool(prompts)
 
 
-def evaluate(model_dir_or_model: ModelLike, tokenizer: PreTrainedTokenizerBase | None, prompts: Sequence[str],
+@dataclass
+class Scorer:
+    """How responses are scored: the gold reward or a reward model, batched over (prompt, response) texts."""
+
+    source: str
+    """"gold" or "reward_model"."""
+    score: Callable[[Sequence[Prompt], Sequence[str]], list[float]]
+    detail: str = ""
+    """The reward model's path (for eval.json)."""
+
+
+def pick_scorer(prompts: Sequence[Prompt], reward_model: RewardModel | str | Path | None = None, *,
+                weights: Mapping[str, float] = DEFAULT_ATTRIBUTE_WEIGHTS,
+                device: str | torch.device = "cpu") -> Scorer | None:
+    """Gold reward on the embedded task's prompts, else the reward model (a RewardModel or its dir), else None."""
+    if embedded_task_prompts(prompts):
+        return Scorer("gold", lambda ps, rs: [combine_attributes(gold_attributes(prompt_text(p), r), weights)
+                                              for p, r in zip(ps, rs)])
+    if reward_model is None or reward_model == "":
+        return None
+    if isinstance(reward_model, (str, Path)):
+        path = str(reward_model)
+        reward_model = RewardModel.from_pretrained(path, device=device)
+    else:
+        path = getattr(reward_model.model.config, "_name_or_path", "") or "given"
+    rm = reward_model
+    return Scorer("reward_model", lambda ps, rs: rm.score_texts(list(ps), list(rs)).tolist(), path)
+
+
+def _gold_breakdown(prompts: Sequence[Prompt], responses: Sequence[str], scores: Sequence[float]) -> dict:
+    attrs = [gold_attributes(prompt_text(p), r) for p, r in zip(prompts, responses)]
+    by_family: dict[str, list[float]] = defaultdict(list)
+    for p, s in zip(prompts, scores):
+        by_family[family_of(prompt_text(p))].append(s)
+    return {"attributes": {a: sum(x[a] for x in attrs) / len(attrs) for a in ATTRIBUTES},
+            "families": {f: sum(v) / len(v) for f, v in sorted(by_family.items())}}
+
+
+# ------------------------------------------------------------------------------------------------ evaluate
+def evaluate(model_dir_or_model: ModelLike, tokenizer: PreTrainedTokenizerBase | None, prompts: Sequence[Prompt],
              eval_cfg: EvalConfig, *, baseline: ModelLike | list[str] | None = None,
-             reference: ModelLike | None = None, out_dir: str | Path | None = None, seed: int = 0,
-             batch_size: int = 64, scorer: Callable[[str, str], float] | None = None,
-             weights: Mapping[str, float] = DEFAULT_ATTRIBUTE_WEIGHTS) -> dict:
+             reference: ModelLike | Reference | None = None, reward_model: RewardModel | str | Path | None = None,
+             out_dir: str | Path | None = None, seed: int = 0, batch_size: int = 64,
+             weights: Mapping[str, float] = DEFAULT_ATTRIBUTE_WEIGHTS, baseline_name: str | None = None,
+             device: str | torch.device | None = None) -> dict:
     """Evaluate a policy on held-out prompts; writes `eval.json` into `out_dir` (default: the model dir when a
     dir was given; nothing is written for an in-memory model without `out_dir`). Returns the same dict.
 
-    `baseline`: a model, model dir, or a list of the baseline's responses (one per evaluated prompt).
-    `reference`: a model or model dir for the KL estimate. `scorer(prompt, response) -> float` replaces the gold
-    reward (then no per-attribute breakdown)."""
+    `baseline`: a model, model dir, or a list of the baseline's responses (one per evaluated prompt), named in
+    eval.json by `baseline_name` (default: the dir, or "given").
+    `reference`: a model, model dir, or `PolicyPair.reference`-style context factory, for the KL estimate.
+    `reward_model`: a RewardModel or its dir, used when the prompts are not the embedded task's (see pick_scorer);
+    `weights`: the attribute weights of the gold reward. Without any reward there is no win rate either.
+    `device`: where models loaded from dirs go (default: the policy's device, cpu for a policy dir). In-memory
+    models keep their device and train/eval mode."""
     if tokenizer is None:
         if not isinstance(model_dir_or_model, (str, Path)):
             raise ValueError("pass a tokenizer when the model is not a model dir")
-        tokenizer = AutoTokenizer.from_pretrained(str(model_dir_or_model))
+        tokenizer = load_tokenizer(model_dir_or_model)
     prompts = list(prompts)[: eval_cfg.num_prompts]
     if not prompts:
         raise ValueError("no prompts to evaluate on")
-    policy = load_model(model_dir_or_model)
+    policy = load_model(model_dir_or_model, device)
+    device = device or next(policy.parameters()).device  # what is loaded from a dir joins the policy
+    scorer = pick_scorer(prompts, reward_model, weights=weights, device=device)
     gen = dict(max_new_tokens=eval_cfg.max_new_tokens, temperature=eval_cfg.temperature, batch_size=batch_size,
                seed=seed)
     ids = generate_ids(policy, tokenizer, prompts, **gen)
     responses = [decode(tokenizer, x) for x in ids]
-    scores, attrs = _score_all(prompts, responses, scorer, weights)
     result: dict = {
         "num_prompts": len(prompts), "max_new_tokens": eval_cfg.max_new_tokens,
-        "temperature": eval_cfg.temperature, "seed": seed,
-        "gold_reward": mean_ci95(scores),
+        "temperature": eval_cfg.temperature, "seed": seed, "reward_source": scorer.source if scorer else None,
         "mean_response_tokens": sum(len(x) for x in ids) / len(ids),
         "eos_rate": sum(bool(x) and x[-1] == tokenizer.eos_token_id for x in ids) / len(ids),
     }
-    if attrs is not None:
-        result["attributes"] = {a: sum(x[a] for x in attrs) / len(attrs) for a in ATTRIBUTES}
-        by_family: dict[str, list[float]] = defaultdict(list)
-        for p, s in zip(prompts, scores):
-            by_family[family_of(p)].append(s)
-        result["families"] = {f: sum(v) / len(v) for f, v in sorted(by_family.items())}
-    if baseline is not None:
+    scores: list[float] | None = None
+    if scorer is not None:
+        scores = scorer.score(prompts, responses)
+        result["reward"] = mean_ci95(scores)
+        if scorer.source == "gold":
+            result["gold_reward"] = result["reward"]  # the key eval.json of the embedded task always had
+            result.update(_gold_breakdown(prompts, responses, scores))
+        else:
+            result["reward_model"] = scorer.detail
+    if baseline is not None and scorer is not None:
         if isinstance(baseline, (list, tuple)):
             base_responses = list(baseline)[: len(prompts)]
         else:  # a model dir or any model with .generate (a PeftModel too)
-            base_responses = generate(baseline, tokenizer, prompts, **gen)
-        base_scores, _ = _score_all(prompts, base_responses, scorer, weights)
+            base_responses = generate(load_model(baseline, device), tokenizer, prompts, **gen)
+        base_scores = scorer.score(prompts, base_responses)
         result["win_rate"] = win_rate(scores, base_scores)
-        result["win_rate"]["baseline"] = str(baseline) if isinstance(baseline, (str, Path)) else "given"
-        result["win_rate"]["baseline_gold_reward"] = mean_ci95(base_scores)
+        result["win_rate"]["baseline"] = baseline_name or (str(baseline) if isinstance(baseline, (str, Path))
+                                                           else "given")
+        result["win_rate"]["baseline_reward"] = mean_ci95(base_scores)
     if reference is not None:
-        result["kl"] = kl_estimate(policy, load_model(reference), tokenizer, prompts,
-                                   max_new_tokens=eval_cfg.max_new_tokens, batch_size=batch_size, seed=seed)
-    result["samples"] = [{"prompt": p, "response": r, "score": s} for p, r, s in zip(prompts, responses, scores)]
+        ref = load_model(reference, device) if isinstance(reference, (str, Path)) else reference
+        result["kl"] = sampled_kl(policy, ref, tokenizer, prompts, max_new_tokens=eval_cfg.max_new_tokens,
+                                  batch_size=batch_size, seed=seed)
+    result["samples"] = [{"prompt": p, "response": r, **({"score": scores[i]} if scores is not None else {})}
+                         for i, (p, r) in enumerate(zip(prompts, responses))]
     if out_dir is None and isinstance(model_dir_or_model, (str, Path)):
         out_dir = model_dir_or_model
     if out_dir is not None:

@@ -14,6 +14,7 @@ from ..data.convert import resolve_view, to_examples
 from ..data.io import DataError, load_table
 from ..data.tokenize import TokenizedExample, tokenize_examples
 from ..data.validate import validate
+from ..hub import local_dir
 
 
 @dataclass
@@ -24,9 +25,13 @@ class RunInputs:
     eval_path: Path | None
 
 
-def resolve_inputs(cfg: Config, *, is_main: bool = True, barrier=lambda: None) -> RunInputs:
+def resolve_inputs(cfg: Config, *, is_main: bool = True, barrier=lambda: None, need_data: bool = True) -> RunInputs:
+    """The run's model dir and data; `need_data=False` (eval) skips data.path and its check."""
     model, data, fmt, eval_path = cfg.model.path, cfg.data.path, cfg.data.format, cfg.data.eval_path
-    if not model or not data:
+    if model and not data and need_data:  # never the embedded toy task for a model the user named
+        raise ConfigError(f"model.path={model} is set but data.path is empty: give your dataset with data.path "
+                          "(the embedded default task is only for the embedded default model)")
+    if not model:
         from .default_task import build_default_task  # only the embedded default needs it
 
         task = build_default_task(cfg.task, cfg.trainer.seed) if is_main else None
@@ -37,11 +42,13 @@ def resolve_inputs(cfg: Config, *, is_main: bool = True, barrier=lambda: None) -
         if not data:
             data, fmt = str(task.train_path), "helpsteer2"
             eval_path = eval_path or str(task.heldout_path)
-    if not (Path(model) / "config.json").is_file():
-        raise ConfigError(f"model.path {model}: not an HF model directory (no config.json); models are never "
-                          "downloaded here")
-    if data and not Path(data).exists():
-        raise ConfigError(f"data.path {data}: no such file or directory")
+    model = local_dir(model, setting="model.path")
+    if not (model / "config.json").is_file():
+        raise ConfigError(f"model.path {model}: not an HF model directory (no config.json)")
+    if data:
+        data = local_dir(data, setting="data.path", repo_type="dataset")
+        if not data.exists():
+            raise ConfigError(f"data.path {data}: no such file or directory")
     return RunInputs(Path(model), Path(data) if data else None, fmt,
                      Path(eval_path) if eval_path else None)
 
@@ -58,7 +65,7 @@ def check_batching(cfg: Config, dp_world_size: int) -> None:
 def load_training_data(cfg: Config, inputs: RunInputs, tokenizer) -> list[TokenizedExample]:
     """Load, validate (all problems at once), convert to the loss's feedback view, tokenize."""
     source = str(inputs.data_path)
-    table = load_table(inputs.data_path)
+    table = load_table(inputs.data_path, split=cfg.data.split)
     problems = validate(table, inputs.data_format, source, tokenizer=tokenizer,
                         max_prompt_length=cfg.data.max_prompt_length, truncation=cfg.data.truncation,
                         max_length=cfg.trainer.max_length, attribute_weights=cfg.data.attribute_weights)

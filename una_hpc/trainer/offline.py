@@ -3,8 +3,10 @@
     una-hpc train configs/quickstart.yaml trainer.max_steps=50
     deepspeed --num_gpus 2 -m una_hpc.train configs/parallel/zero2.yaml
 
-Order of work: resolve model and data -> validate all data (exit before writing anything) -> load the policy ->
-reference logps (cache) -> engine (plain torch or DeepSpeed, same interface) -> resume -> steps -> final export.
+Order of work: resolve model and data -> validate all data and eval.every's prompts (exit before writing anything)
+-> load the policy -> reference logps (cache) -> engine (plain torch or DeepSpeed, same interface) -> resume ->
+steps (every eval.every steps, an evaluation of the live policy joins the step's metrics row; see eval_live) ->
+final export.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from pathlib import Path
 from ..config import Config
 from ..data.packing import collate
 from ..losses import get_head
+from .eval_live import LiveEval
 from .inputs import check_batching, load_training_data
 from .ref_logps import reference_logps
 from .run import open_run
@@ -30,6 +33,7 @@ def train(cfg: Config) -> Path:
     run = open_run(cfg)
     check_batching(cfg, run.dist.world_size // max(cfg.parallel.tp_size, 1))
     data = load_training_data(cfg, run.inputs, run.tokenizer)  # DataError before anything is written
+    live_eval = LiveEval.open(run)  # None unless eval.every > 0 on rank 0
     head = get_head(cfg.loss.name)
     # KTO's mismatched KL sequences depend on the micro-batch, so their reference runs in the kernel's pass.
     use_cache = cfg.data.ref_cache and not head.kl_sequences
@@ -53,6 +57,8 @@ def train(cfg: Config) -> Path:
             batches.append(batch.to(run.device))
         row = reduce_row(train_step(engine, pair, head, batches, global_counts(data, global_batch), cfg), engine)
         tokens = int(row.pop("tokens"))
+        if live_eval is not None and (step + 1) % cfg.eval.every == 0:
+            row.update(live_eval.metrics())
         run.log(step + 1, {**row, "epoch": sampler.epoch_of(step + 1)}, tokens)
         run.maybe_save(step + 1)
     return run.finish()

@@ -50,8 +50,9 @@ def load_prompts(cfg: Config, data_path: Path, data_format: str, tokenizer) -> P
 def check_online_config(cfg: Config, dp_world_size: int) -> None:
     """One-line ConfigErrors for online settings this harness cannot run correctly."""
     if cfg.model.path and not cfg.rollout.reward_model:
-        raise ConfigError("rollout.reward_model is empty but model.path is set: the embedded default's reward model "
-                          "has another tokenizer; train one with `una-hpc train-rm` and pass its dir")
+        raise ConfigError("rollout.reward_model is empty but model.path is set: the embedded reward model is "
+                          "trained for the embedded task only; pass your own with rollout.reward_model (e.g. one "
+                          "trained by `una-hpc train-rm`)")
     if cfg.parallel.zero_stage == 3 or cfg.parallel.tp_size > 1:
         raise ConfigError("online runs sync unpartitioned weights into the rollout engine: use parallel.zero_stage "
                           "<= 2 and parallel.tp_size=1")
@@ -164,8 +165,9 @@ class OnlineHarness:
         with timer.phase("generate"):
             rollouts = self.rollout.generate([self.prompts.ids[i] for i in mine], cfg.rollout.samples_per_prompt,
                                              sampling_for_step(cfg, step, engine.dp_rank))
-        with timer.phase("score"):
-            logits = self.rm.score_rollouts(rollouts).to(self.run.device)
+        with timer.phase("score"):  # rollout.prompt_index indexes `mine`; an RM with another tokenizer needs texts
+            logits = self.rm.score_rollouts(rollouts, [self.prompts.texts[i] for i in mine],
+                                            self.run.tokenizer).to(self.run.device)
         return mine, rollouts, logits
 
     def finish_step(self, step: int, row: dict, mine: list[int], rollouts: list[Rollout], timer: PhaseTimer) -> None:

@@ -1,4 +1,4 @@
-"""PNG plots: gold reward per run (bars with 95% intervals) and a run's metrics.jsonl curves.
+"""PNG plots: reward per run (gold or RM score; bars with 95% intervals) and a run's metrics.jsonl curves.
 
     python -m una_hpc.trainer.plots runs.png base=runs/default/base/eval.json una=runs/quickstart/eval.json
     python -m una_hpc.trainer.plots curve.png runs/quickstart/metrics.jsonl
@@ -25,28 +25,38 @@ def _load_eval(run: Mapping | str | Path) -> Mapping:
     return run
 
 
-def plot_runs(runs: Mapping[str, Mapping | str | Path], out_png: str | Path,
-              title: str = "gold reward on held-out prompts (95% CI)") -> Path:
-    """Bar chart of each run's gold-reward mean with its 95% interval; `runs` maps a label to an eval result
-    (the dict `evaluate` returns, its eval.json, or the folder holding it). Win rates are written on the bars."""
+def _reward(e: Mapping) -> Mapping:
+    return e["reward"] if "reward" in e else e["gold_reward"]  # eval.json files before RM scoring had gold only
+
+
+def plot_runs(runs: Mapping[str, Mapping | str | Path], out_png: str | Path, title: str | None = None) -> Path:
+    """Bar chart of each run's reward mean (gold reward or RM score) with its 95% interval; `runs` maps a label to
+    an eval result (the dict `evaluate` returns, its eval.json, or the folder holding it). Win rates are written
+    above the bars."""
     if not runs:
         raise ValueError("no runs to plot")
     labels = list(runs)
     evals = [_load_eval(runs[k]) for k in labels]
-    means = [e["gold_reward"]["mean"] for e in evals]
-    lo = [m - e["gold_reward"]["ci95"][0] for m, e in zip(means, evals)]
-    hi = [e["gold_reward"]["ci95"][1] - m for m, e in zip(means, evals)]
+    gold = all(e.get("reward_source", "gold") == "gold" for e in evals)
+    name = "gold reward" if gold else "reward-model score"
+    means = [_reward(e)["mean"] for e in evals]
+    lo = [m - _reward(e)["ci95"][0] for m, e in zip(means, evals)]
+    hi = [_reward(e)["ci95"][1] - m for m, e in zip(means, evals)]
     fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(labels) + 2), 3.6))
     bars = ax.bar(range(len(labels)), means, yerr=[lo, hi], capsize=5, color="#4c72b0")
-    for bar, e in zip(bars, evals):
+    for bar, e, top in zip(bars, evals, [m + h for m, h in zip(means, hi)]):
         note = f"{bar.get_height():.3f}"
         if "win_rate" in e:
             note += f"\nwin {e['win_rate']['rate']:.2f}"
-        ax.text(bar.get_x() + bar.get_width() / 2, 0.02, note, ha="center", va="bottom", color="white", fontsize=8)
+        ax.text(bar.get_x() + bar.get_width() / 2, max(top, 0.0), note, ha="center", va="bottom", fontsize=8)
     ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("gold reward")
-    ax.set_title(title, fontsize=10)
+    if gold:  # gold rewards live in [0, 1]; RM logits have no fixed range
+        ax.set_ylim(0, 1.15)
+    else:
+        ax.margins(y=0.25)
+    ax.axhline(0, color="black", lw=0.6)
+    ax.set_ylabel(name)
+    ax.set_title(title or f"{name} on held-out prompts (95% CI)", fontsize=10)
     fig.tight_layout()
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -62,13 +72,14 @@ def read_metrics(path: str | Path) -> list[dict]:
 
 def plot_metrics(metrics_jsonl: str | Path, out_png: str | Path, keys: Sequence[str] | None = None) -> Path:
     """One panel per metric against `step` (raw, plus a trailing moving average on longer runs). Default keys:
-    `loss` and every numeric key naming a reward or score."""
+    `loss`, `eval_kl` and every numeric key naming a reward or score (of any row: eval.every rows included)."""
     rows = read_metrics(metrics_jsonl)
     if not rows:
         raise ValueError(f"{metrics_jsonl}: no metrics rows")
-    if keys is None:
-        numeric = [k for k, v in rows[0].items() if isinstance(v, (int, float)) and k != "step"]
-        keys = [k for k in numeric if k == "loss" or "reward" in k or "score" in k] or numeric[:1]
+    if keys is None:  # keys of every row: eval_* keys appear only on eval.every steps
+        numeric = list(dict.fromkeys(k for r in rows for k, v in r.items()
+                                     if isinstance(v, (int, float)) and k != "step" and "_ci_" not in k))
+        keys = [k for k in numeric if k in ("loss", "eval_kl") or "reward" in k or "score" in k] or numeric[:1]
     fig, axes = plt.subplots(len(keys), 1, figsize=(6, 2.2 * len(keys)), sharex=True, squeeze=False)
     for ax, key in zip(axes[:, 0], keys):
         pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]

@@ -18,7 +18,8 @@ from ..config import Config
 from ..data.packing import collate
 from ..data.ref_cache import RefLogpCache, dataset_fingerprint, model_fingerprint, split_by_example
 from ..kernels import seq_logps
-from ..models.policy import PolicyPair, decoder_hidden, lm_head_weight, load_causal_lm
+from ..models.output_head import output_head, verify_output_head
+from ..models.policy import PolicyPair, decoder_hidden, load_causal_lm
 from .sampler import micro_batches
 
 
@@ -34,11 +35,17 @@ def _compute(model, attn_impl: str, data, pad_id: int, cfg: Config, device) -> d
         batch = collate([data[i] for i in idx], pad_id, row_length=cfg.trainer.max_length).to(device)
         with autocast:
             hidden = decoder_hidden(model, batch, attn_impl)
-        logps, _ = seq_logps(hidden, lm_head_weight(model).to(hidden.dtype), batch.labels.reshape(-1),
-                             batch.seq_index.reshape(-1), batch.num_seqs)
+        head = output_head(model)
+        logps, _ = seq_logps(hidden, head.weight.to(hidden.dtype), batch.labels.reshape(-1),
+                             batch.seq_index.reshape(-1), batch.num_seqs, bias=_cast(head.bias, hidden.dtype),
+                             scale=head.scale, softcap=head.softcap)
         values.update(split_by_example(batch, logps))
     model.train(was_training)
     return values
+
+
+def _cast(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    return None if t is None else t.to(dtype)
 
 
 def _gather(part: dict[int, Tensor], world_size: int) -> dict[int, Tensor]:
@@ -53,6 +60,8 @@ def reference_logps(pair: PolicyPair, data, cfg: Config, model_path: Path, dist,
                     pad_id: int) -> RefLogpCache:
     """Every rank computes its shard of the table; every rank returns the whole, loaded cache."""
     ref_model = load_causal_lm(cfg.model.ref_path, pair.attn_impl).to(device) if cfg.model.ref_path else None
+    if ref_model is not None:
+        verify_output_head(ref_model)
     fingerprint = model_fingerprint(ref_model if ref_model is not None else pair.policy, skip=("lora_",))
     cache = RefLogpCache(Path(cfg.data.cache_dir) / "ref_logps", dataset_fingerprint(data), fingerprint,
                          extra=f"{cfg.model.ref_path or model_path}|{cfg.trainer.max_length}|{cfg.trainer.dtype}|"

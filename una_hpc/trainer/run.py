@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
-from ..config import Config, save_config
+from ..config import Config, ConfigError, save_config
 from ..models.policy import PolicyPair, build_policy, load_tokenizer
 from ..parallel import DistInfo, build_engine, init_distributed
 from ..parallel.distributed import device_for
-from .checkpoint import checkpoints_root, latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .export import export_hf_model
 from .inputs import RunInputs, resolve_inputs
 from .metrics import MetricsLogger
@@ -70,10 +70,10 @@ class Run:
             if self.is_main:
                 print(f"resumed from {ckpt} at step {self.start_step}")
         if self.is_main:
-            stale = checkpoints_root(self.out)
-            if ckpt is None and stale.is_dir():  # a fresh run must never prune or resume another run's steps
-                print(f"fresh run: removing the previous run's checkpoints in {stale}")
-                shutil.rmtree(stale)
+            if ckpt is None:  # check_output_dir let a fresh run in here only with trainer.overwrite=true
+                for old in earlier_run_files(self.out):
+                    print(f"trainer.overwrite=true: removing {old}")
+                    shutil.rmtree(old) if old.is_dir() else old.unlink()
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.out / "config.yaml")
         self._saved_at = self.start_step
@@ -110,7 +110,26 @@ class Run:
         return final
 
 
+def earlier_run_files(output_dir: Path) -> list[Path]:
+    """What an earlier run left in output_dir and a fresh run would replace: checkpoints, final model, metrics."""
+    found = [output_dir / "checkpoints", output_dir / "final", output_dir / "metrics.jsonl"]
+    return [p for p in found if p.exists()]
+
+
+def check_output_dir(cfg: Config) -> None:
+    """A fresh run never deletes an earlier run's work: one-line ConfigError unless resuming or told to overwrite."""
+    out = Path(cfg.trainer.output_dir)
+    if cfg.trainer.overwrite or (cfg.trainer.resume and latest_checkpoint(out) is not None):
+        return
+    found = earlier_run_files(out)
+    if found:
+        names = ", ".join(p.name for p in found)
+        raise ConfigError(f"trainer.output_dir {out} holds an earlier run ({names}): pass trainer.resume=true to "
+                          "continue it, choose another trainer.output_dir, or trainer.overwrite=true to replace it")
+
+
 def open_run(cfg: Config) -> Run:
+    check_output_dir(cfg)
     dist = init_distributed(cfg)
     device = device_for(dist.local_rank)
     torch.manual_seed(cfg.trainer.seed)

@@ -24,27 +24,29 @@ from ..models.policy import PolicyPair
 
 def policy_hidden(engine, pair: PolicyPair, batch: PackedBatch) -> Tensor:
     """Policy hidden states through the engine's forward (DeepSpeed bookkeeping, autocast), no logits."""
-    kwargs = packed_forward_kwargs(batch.input_ids, batch.position_ids, batch.segment_ids(), pair.attn_impl,
-                                   next(engine.module.parameters()).dtype)
+    kwargs = packed_forward_kwargs(batch.input_ids, batch.position_ids, pair.attn_impl)
     with engine.autocast():
         return engine.hidden_states(**kwargs)
 
 
 def kernel_logps(engine, pair: PolicyPair, batch: PackedBatch, seq_index: Tensor, num_seqs: int,
                  with_ref: bool) -> tuple[Tensor, Tensor | None]:
-    """Policy logps summed by `seq_index` (grad), plus the reference's from the kernel's same pass when asked."""
+    """Policy logps summed by `seq_index` (grad), plus the reference's from the kernel's same pass when asked.
+
+    The logits transform (bias, scale, softcap) is the model's own, read by `engine.output_head()`."""
     hidden = policy_hidden(engine, pair, batch)
-    ref_hidden = ref_weight = None
+    weight = engine.output_weight()
+    ref_hidden = ref_weight = ref_bias = None
     if with_ref:
         with engine.autocast():
-            ref_hidden, ref_weight = pair.ref_hidden_and_weight(batch)
-    weight = engine.output_weight()
-    if ref_hidden is not None:
+            ref_hidden, ref_head = pair.ref_hidden_and_head(batch)
         ref_hidden = ref_hidden.to(weight.dtype)
         # Same tensor object => the kernel loads each W tile once for both (LoRA with the adapter off).
-        ref_weight = None if ref_weight is weight else ref_weight.to(weight.dtype)
+        if ref_head.weight is not weight:
+            ref_weight = ref_head.weight.to(weight.dtype)
+            ref_bias = ref_head.bias
     return engine.seq_logps(hidden.to(weight.dtype), batch.labels.reshape(-1), seq_index.reshape(-1), num_seqs,
-                            ref_hidden=ref_hidden, ref_weight=ref_weight)
+                            ref_hidden=ref_hidden, ref_weight=ref_weight, ref_bias=ref_bias)
 
 
 def logps_and_loss(engine, pair: PolicyPair, head: LossHead, batch: PackedBatch, global_counts: dict[str, int],
