@@ -40,5 +40,10 @@ demo: venv
 bench: venv
 	TRITON_INTERPRET=1 $(VPY) benchmarks/kernels/bench_seq_logps.py --quick
 
+.PHONY: lint
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
 clean:
 	rm -rf $(VENV) runs .pytest_cache

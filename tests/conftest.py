@@ -11,7 +11,7 @@ if shutil.which("nvidia-smi") is None:
 
 import pytest
 
-from text_corpus import corpus  # noqa: E402  (tests/text_corpus.py, shared with test modules)
+from text_corpus import corpus, scored_rows, write_jsonl  # noqa: E402  (tests/text_corpus.py, shared with test modules)
 
 
 @pytest.fixture(scope="session")
@@ -19,3 +19,10 @@ def tiny_model_dir(tmp_path_factory):
     from una_hpc.models.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny_llama"), corpus(), vocab_size=300)
+
+
+@pytest.fixture(scope="session")
+def score_data_file(tmp_path_factory):
+    """score.jsonl: 24 prompts x 2 responses with uniform scores (text_corpus.scored_rows defaults), written once;
+    tests only read it."""
+    return write_jsonl(tmp_path_factory.mktemp("score_data") / "score.jsonl", scored_rows())

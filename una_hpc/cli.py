@@ -1,49 +1,108 @@
-"""Command line: `una-hpc train|eval|demo|train-rm|data check`.
+"""Command line: `una-hpc train|eval|demo|train-rm|config|data check`.
 
     una-hpc data check data.jsonl --format pairwise
     una-hpc train configs/quickstart.yaml loss.beta=0.1 trainer.max_steps=20
     una-hpc eval  configs/quickstart.yaml
     una-hpc demo  configs/quickstart.yaml
+    una-hpc config [configs/quickstart.yaml] [key.sub=value ...]   # every key: type, value, default, doc
 
-Bad configuration or data is reported as one line per problem on stderr with exit code 1, never a traceback.
+Bad configuration or data is reported as one line per problem on stderr with exit code 1, never a traceback; a
+config key without effect in the run is one `warning:` line (una_hpc/config.py). `run_train` and `run_evaluate`
+are what `train` and `eval` run on a loaded config; the Python API (una_hpc.train / una_hpc.evaluate) calls them.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import warnings
+from pathlib import Path
 
-from .config import ConfigError, load_config
-
+from .config import Config, ConfigError, ConfigWarning, config_errors, config_warnings, load_config
 from .data.formats import FORMATS
 
 
-def _train(args) -> int:
+def run_train(cfg: Config) -> Path:
+    """What `una-hpc train` runs on a loaded, validated config (una_hpc.train too): the embedded task's defaults
+    filled in (una_hpc.task.defaults, in place), then the loop loss.name picks."""
+    from .task.defaults import fill_defaults
     from .trainer import run_training
 
-    final = run_training(load_config(args.config, args.overrides))
+    return run_training(fill_defaults(cfg))
+
+
+def run_evaluate(cfg: Config) -> dict:
+    """What `una-hpc eval` runs on a loaded, validated config (una_hpc.evaluate too): the task's defaults filled
+    in (no reward model: eval reads none), then the evaluation; the eval.json dict."""
+    from .task.defaults import fill_defaults
+    from .trainer.eval_run import run_eval
+
+    return run_eval(fill_defaults(cfg, reward_model=False))
+
+
+def _is_main_process() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _print_warnings(lines: list[str]) -> None:
+    if _is_main_process():  # under a launcher every rank parses the same config: say it once
+        for line in lines:
+            print(f"warning: {line}", file=sys.stderr)
+
+
+def _load(args) -> Config:
+    """load_config; its ConfigWarnings become `warning:` lines on stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConfigWarning)
+        cfg = load_config(args.config, args.overrides)
+    _print_warnings([str(w.message) for w in caught if issubclass(w.category, ConfigWarning)])
+    for w in caught:
+        if not issubclass(w.category, ConfigWarning):
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return cfg
+
+
+def _train(args) -> int:
+    final = run_train(_load(args))
     if final is not None:
         print(f"final model: {final}")
     return 0
 
 
 def _eval(args) -> int:
-    from .trainer.eval_run import run_eval
-
-    run_eval(load_config(args.config, args.overrides))
+    run_evaluate(_load(args))
     return 0
 
 
 def _demo(args) -> int:
-    from .trainer.demo import run_demo
+    from .task.demo import run_demo
 
-    run_demo(load_config(args.config, args.overrides))
+    run_demo(_load(args))
     return 0
 
 
 def _train_rm(args) -> int:
     from .rollout.reward_train import train_rm_from_config
+    from .task.defaults import fill_defaults
 
-    print(f"reward model: {train_rm_from_config(load_config(args.config, args.overrides))}")
+    # reward_model=False: rollout.reward_model is where train-rm writes, never a model to build
+    print(f"reward model: {train_rm_from_config(fill_defaults(_load(args), reward_model=False))}")
+    return 0
+
+
+def _config(args) -> int:
+    """Print every key (type, value, default, doc), then the config's problems: a config checker too."""
+    from .config import describe
+
+    path, overrides = args.config, list(args.overrides)
+    if path is not None and "=" in path and not Path(path).is_file():  # `una-hpc config loss.name=dpo`
+        path, overrides = None, [path, *overrides]
+    cfg = load_config(path, overrides, validate=False)  # unknown keys / bad values: ConfigError, as everywhere
+    print(describe(cfg), end="")
+    _print_warnings(config_warnings(cfg))
+    errors = config_errors(cfg)
+    if errors:
+        raise ConfigError(errors)
     return 0
 
 
@@ -64,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("config", help="YAML config")
         sp.add_argument("overrides", nargs="*", help="key.sub=value")
         sp.set_defaults(fn=fn)
+    cp = sub.add_parser("config", help="every config key: type, value (default, or this config's), doc; then "
+                                       "the config's problems")
+    cp.add_argument("config", nargs="?", default=None, help="YAML config (optional)")
+    cp.add_argument("overrides", nargs="*", help="key.sub=value")
+    cp.set_defaults(fn=_config)
     data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
     check = data.add_parser("check", help="validate a dataset file; one line per problem")
     check.add_argument("file")
@@ -74,6 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.fn is _config:  # no model, data or engine: none of the imports below
+        try:
+            return _config(args)
+        except ConfigError as e:
+            for problem in e.problems:
+                print(f"error: {problem}", file=sys.stderr)
+            return 1
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-file load/save bars would break our own progress line
@@ -82,7 +153,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.fn(args)
-    except (ConfigError, EngineStartError, VLLMNotInstalledError, WeightSyncError) as e:
+    except ConfigError as e:  # every problem of the config at once, one line each
+        for problem in e.problems:
+            print(f"error: {problem}", file=sys.stderr)
+    except (EngineStartError, VLLMNotInstalledError, WeightSyncError) as e:
         print(f"error: {e}", file=sys.stderr)
     except DataError as e:
         for problem in e.problems:

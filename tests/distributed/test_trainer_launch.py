@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 from pathlib import Path
 
@@ -16,18 +15,6 @@ import pytest
 from dist_helpers import REPO, free_port
 
 pytestmark = pytest.mark.slow
-WORDS = "the a cat dog sat on mat one two three four five six red blue green".split()
-
-
-def score_data(path: Path) -> Path:
-    rng = random.Random(0)
-    with path.open("w") as f:
-        for _ in range(24):
-            prompt = " ".join(rng.choice(WORDS) for _ in range(4))
-            for _ in range(2):
-                response = " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 8)))
-                f.write(json.dumps({"prompt": prompt, "response": response, "score": rng.random()}) + "\n")
-    return path
 
 
 def overrides(model: Path, data: Path, out: Path) -> list[str]:
@@ -41,13 +28,13 @@ def rows(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_zero3_trainer_launch_matches_single_process(tiny_tp_model_dir, tmp_path):
+def test_zero3_trainer_launch_matches_single_process(tiny_tp_model_dir, score_data_file, tmp_path):
     from transformers import AutoModelForCausalLM
 
     from una_hpc.config import load_config
     from una_hpc.trainer import run_training
 
-    data = score_data(tmp_path / "score.jsonl")
+    data = score_data_file
     config = REPO / "configs" / "parallel" / "zero3.yaml"
     env = {**os.environ, "NPROC": "2", "MASTER_PORT": str(free_port()), "PYTHONUNBUFFERED": "1"}
     p = subprocess.run(["bash", str(REPO / "launch" / "cpu.sh"), str(config),

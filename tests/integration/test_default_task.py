@@ -12,9 +12,9 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from una_hpc.config import DataConfig, TaskConfig
-from una_hpc.data.synthetic import ATTRIBUTES, gold_attributes, parse_prompt
 from una_hpc.data.validate import load_validated
-from una_hpc.trainer.default_task import TaskRecipe, build_default_task
+from una_hpc.task.build import TaskRecipe, build_default_task
+from una_hpc.task.grammar import ATTRIBUTES, gold_attributes, parse_prompt
 from una_hpc.trainer.evaluate import generate
 
 pytestmark = pytest.mark.slow

@@ -8,6 +8,8 @@ README. Here the task is shrunk so the whole pipeline runs in about a minute on 
 from __future__ import annotations
 
 import json
+import math
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -31,10 +33,28 @@ def test_demo_pipeline_small(tmp_path):
     assert len(table) == 2, res.stdout[-2000:]
     result = json.loads((out / "eval.json").read_text())
     base = json.loads((out / "base_eval" / "eval.json").read_text())
-    for r in (result, base):
-        lo, hi = r["gold_reward"]["ci95"]
-        assert r["num_prompts"] == 12 and lo <= r["gold_reward"]["mean"] <= hi
-    assert 0 <= result["win_rate"]["rate"] <= 1 and "mean" in result["kl"]
+    # Aligned and base scored on the same 12 prompts, in the same order.
+    prompts = [s["prompt"] for s in base["samples"]]
+    assert len(prompts) == 12 and [s["prompt"] for s in result["samples"]] == prompts
+    scores = {}
+    for name, r in (("aligned", result), ("base", base)):
+        # The interval, recomputed from the per-prompt rewards the file records: mean +- 1.96 * std / sqrt(n).
+        s = scores[name] = [x["score"] for x in r["samples"]]
+        mean, half = statistics.fmean(s), 1.96 * statistics.stdev(s) / math.sqrt(12)
+        g = r["gold_reward"]
+        assert r["num_prompts"] == 12 and g["n"] == 12, name
+        assert g["mean"] == pytest.approx(mean, abs=1e-12) and g["ci95"] == pytest.approx([mean - half, mean + half])
+        # the printed table shows these numbers
+        line = next(ln for ln in table if ln.startswith(name + " "))
+        assert line.split()[1] == f"{g['mean']:.4f}" and f"[{g['ci95'][0]:.4f}, {g['ci95'][1]:.4f}]" in line
+    # The win rate, recomputed per prompt against the base run's rewards (ties count half).
+    a, b = scores["aligned"], scores["base"]
+    wins, ties = sum(x > y for x, y in zip(a, b)), sum(x == y for x, y in zip(a, b))
+    w = result["win_rate"]
+    assert (w["wins"], w["ties"], w["losses"]) == (wins, ties, 12 - wins - ties)
+    assert w["rate"] == pytest.approx((wins + 0.5 * ties) / 12)
+    assert w["baseline_reward"]["mean"] == pytest.approx(base["gold_reward"]["mean"], abs=1e-12)
+    assert result["kl"]["samples"] == 12 and math.isfinite(result["kl"]["mean"])  # a sampled estimate: either sign
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4] and all("tokens_per_s" in r for r in rows)
     for png in ("eval.png", "training.png"):

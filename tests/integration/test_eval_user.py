@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from text_corpus import WORDS, corpus
+from text_corpus import WORDS, corpus, scored_rows, write_jsonl
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForSequenceClassification
 
@@ -41,14 +41,7 @@ def user(tiny_model_dir, tmp_path_factory) -> dict[str, Path]:
     cfg.num_labels = 1
     torch.manual_seed(5)
     LlamaForSequenceClassification(cfg).save_pretrained(str(rm))
-    rng = random.Random(0)
-    scores = root / "score.jsonl"
-    with scores.open("w") as f:
-        for _ in range(16):
-            prompt = " ".join(rng.choice(WORDS) for _ in range(4))
-            for _ in range(2):
-                response = " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 8)))
-                f.write(json.dumps({"prompt": prompt, "response": response, "score": rng.random()}) + "\n")
+    scores = write_jsonl(root / "score.jsonl", scored_rows(16, 2, seed=0, words=WORDS))
     config = root / "user.yaml"
     config.write_text(f"model:\n  path: {tiny_model_dir}\ndata:\n  eval_path: {prompts}\ntask:\n"
                       f"  dir: {root / 'no_task'}\n")
@@ -127,6 +120,7 @@ def test_eval_every_logs_eval_keys_and_leaves_training_alone(user, tmp_path, lor
     assert not any(k.startswith("eval_") for r in plain + evald[::2] for k in r)
     for r in evald[1::2]:
         assert r["eval_reward_ci_low"] <= r["eval_reward"] <= r["eval_reward_ci_high"]
-        assert 0 <= r["eval_win_rate"] <= 1 and r["eval_kl"] > 0
+        # KL >= 0 in expectation; the sampled estimate may dip below 0, but not by 3 standard errors.
+        assert 0 <= r["eval_win_rate"] <= 1 and r["eval_kl"] > -3 * r["eval_kl_stderr"]
     a, b = (load_file(str(tmp_path / d / "final" / "model.safetensors")) for d in ("plain", "eval"))
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -22,20 +21,6 @@ from una_hpc.trainer import run_training
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
-WORDS = "the a cat dog sat on mat one two three four five six red blue green".split()
-
-
-@pytest.fixture(scope="module")
-def score_data(tmp_path_factory) -> Path:
-    rng = random.Random(0)
-    path = tmp_path_factory.mktemp("data") / "score.jsonl"
-    with path.open("w") as f:
-        for _ in range(24):
-            prompt = " ".join(rng.choice(WORDS) for _ in range(4))
-            for _ in range(2):
-                response = " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 8)))
-                f.write(json.dumps({"prompt": prompt, "response": response, "score": rng.random()}) + "\n")
-    return path
 
 
 def _overrides(model: Path, data: Path, out: Path, **extra) -> list[str]:
@@ -51,24 +36,24 @@ def _losses(out: Path) -> list[float]:
     return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_microbatch_split_gives_the_same_curve(tiny_model_dir, score_data, tmp_path):
+def test_microbatch_split_gives_the_same_curve(tiny_model_dir, score_data_file, tmp_path):
     whole, split = tmp_path / "whole", tmp_path / "split"
-    run_training(load_config(REPO / "configs/quickstart.yaml", _overrides(tiny_model_dir, score_data, whole)))
+    run_training(load_config(REPO / "configs/quickstart.yaml", _overrides(tiny_model_dir, score_data_file, whole)))
     run_training(load_config(REPO / "configs/quickstart.yaml",
-                             _overrides(tiny_model_dir, score_data, split, **{"trainer.micro_batch_size": 3})))
+                             _overrides(tiny_model_dir, score_data_file, split, **{"trainer.micro_batch_size": 3})))
     a, b = _losses(whole), _losses(split)
     assert len(a) == 6 and a[0] != a[-1]
     # fp32 sums over a different grouping: equal to rounding, not bitwise.
     assert max(abs(x - y) for x, y in zip(a, b)) < 1e-5, (a, b)
 
 
-def test_killed_run_resumes_to_the_same_curve(tiny_model_dir, score_data, tmp_path):
-    cfg_args = _overrides(tiny_model_dir, score_data, tmp_path / "straight", **{"trainer.max_steps": 12})
+def test_killed_run_resumes_to_the_same_curve(tiny_model_dir, score_data_file, tmp_path):
+    cfg_args = _overrides(tiny_model_dir, score_data_file, tmp_path / "straight", **{"trainer.max_steps": 12})
     run_training(load_config(REPO / "configs/quickstart.yaml", cfg_args))
     straight = _losses(tmp_path / "straight")
 
     out = tmp_path / "killed"
-    args = _overrides(tiny_model_dir, score_data, out, **{"trainer.max_steps": 12, "trainer.save_every": 2})
+    args = _overrides(tiny_model_dir, score_data_file, out, **{"trainer.max_steps": 12, "trainer.save_every": 2})
     cmd = [sys.executable, "-m", "una_hpc.cli", "train", str(REPO / "configs/quickstart.yaml"), *args]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
@@ -88,12 +73,12 @@ def test_killed_run_resumes_to_the_same_curve(tiny_model_dir, score_data, tmp_pa
     assert max(abs(x - y) for x, y in zip(straight, resumed)) < 1e-6, (straight, resumed)
 
 
-def test_checkpoint_loads_in_plain_transformers(tiny_model_dir, score_data, tmp_path):
+def test_checkpoint_loads_in_plain_transformers(tiny_model_dir, score_data_file, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out = tmp_path / "run"
     final = run_training(load_config(REPO / "configs/quickstart.yaml",
-                                     _overrides(tiny_model_dir, score_data, out, **{"model.lora_rank": 4,
+                                     _overrides(tiny_model_dir, score_data_file, out, **{"model.lora_rank": 4,
                                                                                      "trainer.max_steps": 2})))
     for d in (final, out / "checkpoints" / "step-000002" / "model"):
         model = AutoModelForCausalLM.from_pretrained(str(d))

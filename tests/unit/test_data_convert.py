@@ -9,7 +9,8 @@ import datasets
 import pytest
 
 from una_hpc.config import DataConfig
-from una_hpc.data import DataError, prompts_of, resolve_view, to_examples
+from una_hpc.data import DataError, prompts_of, to_examples
+from una_hpc.trainer.inputs import resolve_view
 
 SCORED = [  # prompt, response, score
     ("p1", "a", 0.9), ("p1", "b", 0.1), ("p1", "c", 0.5),

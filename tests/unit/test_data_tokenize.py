@@ -62,10 +62,33 @@ def test_plain_rendering_without_template(plain_tok):
     assert score.sequences[0][0] == plain_tok("system: be brief\nuser: red\nassistant: ")["input_ids"]
 
 
-def test_deterministic(tok):
-    a = tokenize_examples(EXAMPLES, tok, max_length=128, max_prompt_length=64)
-    b = tokenize_data(list(EXAMPLES), tok, DataConfig(max_prompt_length=64), max_length=128).examples
-    assert a == b
+def test_batched_ids_equal_the_hf_tokenizer_one_example_at_a_time(tok):
+    # Many examples, repeated prompts (the batched path encodes each distinct prompt once), strings and message
+    # lists: every sequence must equal what the HF tokenizer gives for that one example, computed here directly.
+    import random
+
+    words = " ".join(TEXTS).split()
+    rng = random.Random(3)
+    prompts = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 9))) for _ in range(12)]
+    prompts += [[{"role": "system", "content": "be brief"}, {"role": "user", "content": p}] for p in prompts[:4]]
+    examples = []
+    for i in range(40):
+        feedback = ("pairwise", "binary", "score")[i % 3]
+        completions = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 7)))
+                       for _ in range(2 if feedback == "pairwise" else 1)]
+        examples.append(Example(i, feedback, rng.choice(prompts), completions, 0.5, [i + 1]))
+    assert len({str(ex.prompt) for ex in examples}) < len(examples)  # prompts really repeat
+    got = tokenize_examples(examples, tok, max_length=256, max_prompt_length=128)
+    assert got == tokenize_data(examples, tok, DataConfig(max_prompt_length=128), max_length=256).examples
+    assert [ex.example_id for ex in got] == list(range(40))
+    for ex, res in zip(examples, got):
+        messages = [{"role": "user", "content": ex.prompt}] if isinstance(ex.prompt, str) else ex.prompt
+        prompt_ids = list(tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                                  return_dict=False))
+        assert prompt_ids[0] == tok.bos_token_id and prompt_ids.count(tok.bos_token_id) == 1  # one bos, the template's
+        want = [(prompt_ids, tok.encode(c, add_special_tokens=False) + [tok.eos_token_id]) for c in ex.completions]
+        assert res.sequences == want, ex
+        assert (res.feedback, res.target) == (ex.feedback, ex.target)
 
 
 LONG = Example(7, "binary", " ".join(["one two three"] * 10), ["four five"], 0.0, [9])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import statistics
 
 import pandas as pd
 import pytest
@@ -16,16 +17,17 @@ from text_corpus import corpus
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForSequenceClassification
 
 from una_hpc.config import EvalConfig
-from una_hpc.data.synthetic import gold_score, sample_prompts
 from una_hpc.data.tokenize import encode_prompts
+from una_hpc.feedback import IGNORE_INDEX
 from una_hpc.models.policy import PolicyPair
 from una_hpc.models.tiny import tiny_llama_config, train_tokenizer
 from una_hpc.rollout.reward import RewardModel
+from una_hpc.task.grammar import gold_score, sample_prompts
+from una_hpc.task.sft import SFTConfig, collate, encode_example, encode_prompt, train_sft
 from una_hpc.trainer.eval_kl import policy_ref_logps
 from una_hpc.trainer.evaluate import (evaluate, fit_prompts, generate, generate_ids, load_model, mean_ci95,
                                       read_eval_prompts, sampled_kl, win_rate)
 from una_hpc.trainer.plots import plot_metrics, plot_runs
-from una_hpc.trainer.sft import IGNORE_INDEX, SFTConfig, collate, encode_example, encode_prompt, train_sft
 
 PROMPTS = ["add 4 and 5", "list three colors", "sort these words: pear apple fig plum", "spell cat",
            "count down from 9 to 5", "what is the opposite of hot", "repeat dog 3 times", "reverse: cat dog red"]
@@ -68,15 +70,19 @@ def test_left_padded_batches_match_one_by_one(tiny_model_dir, tok):
 
 
 def test_evaluate_against_itself(tiny_model_dir, tok, tmp_path):
-    cfg = EvalConfig(num_prompts=6, max_new_tokens=12)
+    cfg = EvalConfig(num_prompts=6, max_new_tokens=12, gold_reward="una_hpc.task.grammar:gold_rewards")
     r = evaluate(tiny_model_dir, None, PROMPTS, cfg, baseline=tiny_model_dir, reference=tiny_model_dir,
                  out_dir=tmp_path)
     assert r["num_prompts"] == 6 and len(r["samples"]) == 6
     assert r["reward_source"] == "gold" and r["gold_reward"] == r["reward"]  # embedded prompts: exact gold reward
     g = r["reward"]
-    assert g["ci95"][0] <= g["mean"] <= g["ci95"][1]
     rescored = [gold_score(s["prompt"], s["response"]) for s in r["samples"]]
-    assert g["mean"] == pytest.approx(sum(rescored) / 6)
+    assert [s["prompt"] for s in r["samples"]] == PROMPTS[:6]
+    assert [s["score"] for s in r["samples"]] == pytest.approx(rescored, abs=1e-12)
+    mean, std = sum(rescored) / 6, statistics.stdev(rescored)  # sample std (n - 1), computed here
+    assert std > 0  # distinct scores, so a wrong interval width shows
+    assert (g["mean"], g["std"], g["n"]) == (pytest.approx(mean), pytest.approx(std), 6)
+    assert g["ci95"] == pytest.approx([mean - 1.96 * std / math.sqrt(6), mean + 1.96 * std / math.sqrt(6)])
     assert r["win_rate"]["rate"] == 0.5 and r["win_rate"]["ties"] == 6
     assert abs(r["kl"]["mean"]) < 1e-6 and r["kl"]["samples"] == 6
     on_disk = json.loads((tmp_path / "eval.json").read_text())

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from una_hpc.config import LossConfig
+from una_hpc.data.helpsteer import combine_attributes
 from una_hpc.losses import (
-    BINARY, KL, LOSSES, PAIR_CHOSEN, PAIR_REJECTED, SCORE, SeqTargets, combine_attributes, dpo_loss, kto_loss,
-    normalize_rewards, una_binary_loss, una_score_loss,
+    BINARY, KL, LOSSES, PAIR_CHOSEN, PAIR_REJECTED, SCORE, SeqTargets, dpo_loss, kto_loss, normalize_rewards,
+    una_binary_loss, una_score_loss,
 )
 
 torch.manual_seed(0)
@@ -191,7 +192,28 @@ def test_mixed_head_is_weighted_sum_of_type_means():
               + 2.0 * ref_binary(L(p[4:6]), L(r[4:6]), [1, 0], 0.05, "mse")
               + 1.5 * ref_score(L(p[6:9]), L(r[6:9]), L(t.target[6:9]), 0.05, "sigmoid"))
     assert abs(loss.item() - expect) < 1e-5
-    assert out.metrics["pair_accuracy"].shape == (2,)
+    margins = [0.05 * ((p[c] - r[c]) - (p[j] - r[j])).item() for c, j in ((0, 1), (2, 3))]
+    assert out.metrics["pair_accuracy"].tolist() == [float(m > 0) for m in margins]
+    assert out.metrics["reward_margin"].tolist() == pytest.approx(margins, abs=1e-5)
+
+
+def test_pair_accuracy_and_margin_by_hand():
+    # Pairs listed out of order (pair_id 2 first, rejected before chosen) so the metric must follow pair_id; in
+    # pair 1 the policy's logps alone would favour the chosen response: the margin is of rewards, not logps.
+    #            rows:  0 (c,p2)  1 (r,p0)  2 (c,p0)  3 (r,p1)  4 (c,p1)  5 (r,p2)  6 (KL)
+    kinds = torch.tensor([PAIR_CHOSEN, PAIR_REJECTED, PAIR_CHOSEN, PAIR_REJECTED, PAIR_CHOSEN, PAIR_REJECTED, KL])
+    pair_id = torch.tensor([2, 0, 0, 1, 1, 2, -1])
+    policy = torch.tensor([-10.0, -12.0, -11.0, -9.0, -5.0, -8.0, -1.0])
+    ref = torch.tensor([-10.0, -8.0, -14.0, -12.0, -1.0, -8.0, -3.0])
+    # beta * ((pc - rc) - (pr - rr)):  pair 0: (3 - (-4)) * 0.5 = 3.5 > 0 -> 1
+    #                                  pair 1: (-4 - 3) * 0.5 = -3.5 < 0 -> 0
+    #                                  pair 2: (0 - 0) * 0.5 = 0, a tie: not > 0 -> 0
+    t = SeqTargets(kinds, pair_id, torch.zeros(7))
+    for name in ("dpo", "mixed"):
+        out = LOSSES[name](policy, ref, t, LossConfig(name=name, beta=0.5))
+        assert out.metrics["pair_accuracy"].tolist() == [1.0, 0.0, 0.0], name
+        assert out.metrics["reward_margin"].tolist() == [3.5, -3.5, 0.0], name
+        assert out.metrics["implicit_reward"].tolist() == [0.0, -2.0, 1.5, 1.5, -2.0, 0.0], name  # KL row left out
 
 
 @pytest.mark.parametrize("name,kind", [("una_score", SCORE), ("una_binary", BINARY), ("dpo", PAIR_CHOSEN)])

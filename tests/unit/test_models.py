@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from una_hpc.config import ModelConfig
-from una_hpc.data.batch import IGNORE_INDEX, PackedBatch
+from una_hpc.data.batch import PackedBatch
+from una_hpc.feedback import IGNORE_INDEX
 from una_hpc.losses import SCORE, SeqTargets
 from una_hpc.models.lora import hf_state_dict
 from una_hpc.models.policy import build_policy, decoder_hidden, lm_head_weight

@@ -17,7 +17,7 @@ from transformers import (AutoModelForSequenceClassification, AutoTokenizer, Lla
                           LlamaForSequenceClassification, PreTrainedTokenizerFast)
 
 from una_hpc.config import Config
-from una_hpc.losses import combine_attributes
+from una_hpc.data.helpsteer import combine_attributes
 from una_hpc.rollout import Rollout, RewardModel, ScoredText, train_reward_model, train_rm_from_config
 from una_hpc.data import DataError
 from una_hpc.data import encode_prompts

@@ -8,9 +8,9 @@ import random
 
 import pytest
 
-from una_hpc.data.synthetic import (ATTRIBUTES, FAMILIES, QUALITIES, family_of, gold_attributes, gold_score,
-                                    make_response, make_splits, parse_prompt, sample_prompts, sample_response,
-                                    sft_examples)
+from una_hpc.task.grammar import (ATTRIBUTES, FAMILIES, QUALITIES, family_of, gold_attributes, gold_score,
+                                  make_response, make_splits, parse_prompt, sample_prompts, sample_response,
+                                  sft_examples)
 
 H, C, COH, CX, V = ATTRIBUTES
 

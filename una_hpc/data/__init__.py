@@ -1,18 +1,22 @@
 """una_hpc.data: read tables, validate them, turn rows into feedback examples, tokenize, pack, cache ref logps.
 
     ds = load_validated(cfg.data, tokenizer=tok, max_length=cfg.trainer.max_length)      # DataError on bad data
-    examples = to_examples(ds, cfg.data.format, resolve_view(cfg.data.view, cfg.loss.name), cfg.data, cfg.data.path)
+    examples = to_examples(ds, cfg.data.format, view, cfg.data, cfg.data.path)    # view: the loss head's, given
     tokenized = tokenize_examples(examples, tok, max_length=cfg.trainer.max_length,
                                   max_prompt_length=cfg.data.max_prompt_length, truncation=cfg.data.truncation)
     batch = collate(tokenized[:8], tok.pad_token_id, row_length=cfg.trainer.max_length)
 
-Modules: io (files -> datasets.Dataset, Problem, DataError), formats (registry of row formats), validate, convert
-(views: pairwise / binary / score / mixed), tokenize, packing (pair-atomic first-fit-decreasing), ref_cache, check
-(`una-hpc data check`). batch.py holds PackedBatch, the trainer's micro-batch.
+Modules: io (files -> datasets.Dataset, Problem, DataError), formats (registry of row formats), helpsteer
+(0-4 attributes -> one score), validate, convert (views: pairwise / binary / score / mixed, chosen by the caller:
+the trainer asks the loss head, una_hpc.trainer.inputs.resolve_view), example (Example), tokenize, packing
+(pair-atomic first-fit-decreasing), ref_cache, check (`una-hpc data check`). batch.py holds PackedBatch, the
+trainer's micro-batch. Per-sequence targets (SeqTargets, IGNORE_INDEX) come from una_hpc.feedback: this package
+imports nothing from una_hpc.losses.
 """
-from .batch import IGNORE_INDEX, PackedBatch
+from .batch import PackedBatch
 from .check import run_data_check
-from .convert import VIEWS, Example, prompts_of, records_to_examples, resolve_view, to_examples
+from .convert import VIEWS, prompts_of, records_to_examples, to_examples
+from .example import Example
 from .formats import FORMATS, FormatSpec, Record, get_format
 from .io import DataError, Problem, load_table
 from .packing import collate, unpacked
@@ -22,8 +26,7 @@ from .tokenize import (TokenizedExample, TokenizeResult, encode_completions, enc
 from .validate import ValidationReport, load_validated, parse_table, validate, validate_report
 
 __all__ = [
-    "IGNORE_INDEX", "PackedBatch", "run_data_check", "VIEWS", "Example", "prompts_of", "records_to_examples",
-    "resolve_view",
+    "PackedBatch", "run_data_check", "VIEWS", "Example", "prompts_of", "records_to_examples",
     "to_examples", "FORMATS", "FormatSpec", "Record", "get_format", "DataError", "Problem", "load_table",
     "collate", "unpacked", "RefLogpCache", "dataset_fingerprint", "model_fingerprint", "split_by_example",
     "TokenizedExample", "TokenizeResult", "encode_completions", "encode_prompts", "tokenize_data",

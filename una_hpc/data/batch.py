@@ -2,7 +2,7 @@
 
 Several sequences share a row (packing); position ids restart at 0 for each sequence and attention is
 block-diagonal causal, so a packed sequence sees exactly what it would see alone. `labels` are already shifted:
-labels[r, t] is the token that position t predicts, or -100 (prompt, padding, a sequence's last position).
+labels[r, t] is the token that position t predicts, or IGNORE_INDEX (prompt, padding, a sequence's last position).
 """
 from __future__ import annotations
 
@@ -11,9 +11,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
-from ..losses.targets import SeqTargets
-
-IGNORE_INDEX = -100
+from ..feedback import SeqTargets
 
 
 @dataclass

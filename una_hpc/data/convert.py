@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from datasets import Dataset
 
 from ..config import DataConfig
-from ..losses.heads import get_head
-from ..losses.targets import FEEDBACK_TYPES
+from ..feedback import FEEDBACK_TYPES
+from .example import Example
 from .formats import LABEL, PAIR, SCORE, TEXT, Prompt, Record, prompt_key
 from .io import DataError
 from .validate import parse_table
@@ -37,20 +36,6 @@ from .validate import parse_table
 VIEWS = ("pairwise", "binary", "score", "mixed")
 TIE_EPS = 1e-12
 """Scores closer than this are a tie (no pair)."""
-
-
-@dataclass
-class Example:
-    example_id: int
-    feedback: str
-    """"pairwise", "binary" or "score"."""
-    prompt: Prompt
-    completions: list[str]
-    """pairwise: [chosen, rejected]; binary / score: [completion]."""
-    target: float
-    """binary: label 0/1; score: score in [0, 1]; pairwise: nan."""
-    rows: list[int] = field(default_factory=list)
-    """The 1-based source rows it came from (for error messages)."""
 
 
 _Item = tuple[str, list[str], float, list[int]]  # feedback, completions, target, source rows
@@ -106,14 +91,6 @@ BUILDERS: dict[str, dict[str, Callable[[list[tuple[Record, int]], DataConfig], l
 
 def views_for(kind: str) -> tuple[str, ...]:
     return tuple(v for v in FEEDBACK_TYPES if v in BUILDERS[kind])
-
-
-def resolve_view(view: str, loss_name: str) -> str:
-    """data.view "auto" follows the loss head: one feedback type -> that view, several -> "mixed"."""
-    if view != "auto":
-        return view
-    types = get_head(loss_name).feedback_types
-    return types[0] if len(types) == 1 else "mixed"
 
 
 def records_to_examples(records: list[tuple[Record, int]], view: str, data_cfg: DataConfig,

@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..losses.helpsteer import ATTRIBUTE_MAX, combine_attributes
+from .helpsteer import ATTRIBUTE_MAX, combine_attributes
 
 Prompt = str | list[dict[str, str]]
 FieldIssue = tuple[str, str]
@@ -57,7 +57,7 @@ class Record:
 @dataclass(frozen=True)
 class RowContext:
     attribute_weights: Mapping[str, float]
-    """Weights combining 0-4 attributes into one score (see una_hpc.losses.combine_attributes)."""
+    """Weights combining 0-4 attributes into one score (see una_hpc.data.helpsteer.combine_attributes)."""
     lenient_numbers: bool = False
     """Accept numbers (and true/false labels) written as strings: CSV sources, where every cell is text."""
 

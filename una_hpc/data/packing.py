@@ -12,8 +12,8 @@ Packing: units are a pair (both sequences, adjacent in one row: chosen then reje
 First-fit-decreasing: units sorted by length, longest first (ties: canonical order), each placed in the first row
 with room; row capacity = max(row_length or 0, longest unit); rows are padded to the longest row.
 Per sequence: position_ids restart at 0; labels[t] = token t+1 when token t+1 is a completion token of the same
-sequence, else -100 (so prompt tokens, each sequence's last position and padding carry no label); seq_index is the
-canonical sequence number (padding: 0, with pad_mask True).
+sequence, else IGNORE_INDEX (so prompt tokens, each sequence's last position and padding carry no label); seq_index
+is the canonical sequence number (padding: 0, with pad_mask True).
 """
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..losses.targets import BINARY, KL, PAIR_CHOSEN, PAIR_REJECTED, SCORE, SeqTargets
-from .batch import IGNORE_INDEX, PackedBatch
+from ..feedback import BINARY, IGNORE_INDEX, KL, PAIR_CHOSEN, PAIR_REJECTED, SCORE, SeqTargets
+from .batch import PackedBatch
 from .tokenize import TokenizedExample
 
 KINDS = {"pairwise": (PAIR_CHOSEN, PAIR_REJECTED), "binary": (BINARY,), "score": (SCORE,)}

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..losses.targets import KL
+from ..feedback import KL
 from .batch import PackedBatch
 from .tokenize import TokenizedExample
 

@@ -16,14 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..config import DataConfig
+from .example import Example
 from .formats import Prompt, prompt_key
 from .io import DataError, Problem
-
-if TYPE_CHECKING:  # convert imports validate, which imports this module: annotations only
-    from .convert import Example
 
 TRUNCATION_POLICIES = ("error", "drop", "truncate_prompt")
 

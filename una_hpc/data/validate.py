@@ -20,8 +20,8 @@ from typing import Any
 from datasets import Dataset
 
 from ..config import DataConfig
-from ..losses.helpsteer import DEFAULT_ATTRIBUTE_WEIGHTS
 from .formats import Record, get_format, make_context
+from .helpsteer import DEFAULT_ATTRIBUTE_WEIGHTS
 from .io import DataError, Problem, load_table
 from .tokenize import TRUNCATION_POLICIES, encode_prompts, over_limit_message, prompt_limit
 

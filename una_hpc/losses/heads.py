@@ -13,9 +13,9 @@ import torch
 from torch import Tensor
 
 from ..config import LossConfig
+from ..feedback import BINARY, KL, PAIR_CHOSEN, SCORE, SeqTargets
 from .dpo import dpo_losses
-from .kto import kl_estimate, kto_losses
-from .targets import BINARY, KL, PAIR_CHOSEN, SCORE, SeqTargets
+from .kto import kto_kl_estimate, kto_losses
 from .una_binary import una_binary_losses
 from .una_score import una_score_losses
 
@@ -78,7 +78,7 @@ def kto_part(policy: Tensor, ref: Tensor, t: SeqTargets, cfg: LossConfig, out: H
     if idx.numel() == 0:
         return
     kl_idx = torch.nonzero(t.kind == KL).flatten()
-    z = kl_estimate(policy[kl_idx], ref[kl_idx])  # per micro-batch, as in TRL
+    z = kto_kl_estimate(policy[kl_idx], ref[kl_idx])  # per micro-batch, as in TRL
     losses = kto_losses(policy[idx], ref[idx], t.target[idx], z, cfg.beta,
                         cfg.desirable_weight, cfg.undesirable_weight)
     out.loss_sums["binary"], out.counts["binary"] = losses.sum(), int(idx.numel())
@@ -98,6 +98,11 @@ class LossHead:
     """KTO: the collator adds mismatched (prompt, completion) sequences for the KL estimate z."""
     loop: str = "offline"
     """Training loop module in una_hpc.trainer that drives this head: offline, online or ppo."""
+
+    @property
+    def view(self) -> str:
+        """The data view this head consumes (what data.view=auto means): its one feedback type, else "mixed"."""
+        return self.feedback_types[0] if len(self.feedback_types) == 1 else "mixed"
 
     def __call__(self, policy: Tensor, ref: Tensor, targets: SeqTargets, cfg: LossConfig) -> HeadOutput:
         out = HeadOutput()

@@ -11,7 +11,7 @@ from torch import Tensor
 from ._checks import as_fp32, check_beta, check_binary, same_shape
 
 
-def kl_estimate(policy_mismatched: Tensor, ref_mismatched: Tensor) -> Tensor:
+def kto_kl_estimate(policy_mismatched: Tensor, ref_mismatched: Tensor) -> Tensor:
     """z = mean log-ratio on mismatched (prompt, completion) pairs, detached and clamped at 0 (TRL)."""
     if policy_mismatched.numel() == 0:
         return torch.zeros((), device=policy_mismatched.device)

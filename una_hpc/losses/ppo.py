@@ -16,25 +16,25 @@ is 0.5 * max((V - R)^2, (V_clip - R)^2), the 0.5 factor as in TRL and OpenRLHF, 
 """
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor
 
-from ..config import PPOConfig
+from ..config import KLEstimator, PPOConfig
+from ._checks import as_fp32, check_non_negative, same_shape
 
-KLEstimator = Literal["k1", "k2", "k3", "abs"]
-KL_ESTIMATORS: tuple[str, ...] = ("k1", "k2", "k3", "abs")
+KL_ESTIMATORS: tuple[str, ...] = typing.get_args(KLEstimator)
 
 
 def _token_tensor(name: str, x: Tensor) -> Tensor:
-    if not isinstance(x, Tensor) or not x.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point tensor, got {type(x).__name__}"
-                         f"{'' if not isinstance(x, Tensor) else ' of ' + str(x.dtype)}")
-    if x.dim() != 2:
-        raise ValueError(f"{name} must be 2-D [batch, tokens], got shape {tuple(x.shape)}")
-    return x.float()
+    return as_fp32(name, x, ndim=2)
+
+
+def _check_gae(gamma: float, lam: float) -> None:
+    if not 0 <= gamma <= 1 or not 0 <= lam <= 1:
+        raise ValueError(f"gamma and lam must lie in [0, 1], got gamma={gamma}, lam={lam}")
 
 
 def _mask(mask: Tensor, like: Tensor) -> Tensor:
@@ -54,17 +54,6 @@ def _on(x: Tensor, m: Tensor) -> Tensor:
     return torch.where(m > 0, x, torch.zeros_like(x))
 
 
-def _same_shape(**tensors: Tensor) -> None:
-    shapes = {k: tuple(v.shape) for k, v in tensors.items()}
-    if len(set(shapes.values())) > 1:
-        raise ValueError("shape mismatch: " + ", ".join(f"{k}{list(s)}" for k, s in shapes.items()))
-
-
-def _non_negative(name: str, value: float) -> None:
-    if not value >= 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
-
-
 def masked_sum(x: Tensor, mask: Tensor) -> Tensor:
     """sum of x over mask (entries off the mask may be inf/nan: they are selected away, not multiplied by 0)."""
     return torch.where(mask > 0, x, torch.zeros_like(x)).sum()
@@ -79,7 +68,8 @@ def masked_mean(x: Tensor, mask: Tensor, token_count: float | None = None) -> Te
     return masked_sum(x, mask) / float(token_count)
 
 
-def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, kl_estimator: KLEstimator = "k1") -> Tensor:
+def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor,
+               kl_estimator: KLEstimator = PPOConfig.kl_estimator) -> Tensor:
     """Per-token KL estimate from log-ratios d = logp - ref_logp of sampled tokens (Schulman's k1/k2/k3).
 
     k1 = d (unbiased, can be negative), k2 = d^2 / 2, k3 = exp(-d) - 1 + d (unbiased, >= 0), abs = |d|.
@@ -115,12 +105,12 @@ def kl_penalized_rewards(logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor, s
     reward-model outputs). Both results are detached and 0 off the mask.
     """
     lp, ref = _token_tensor("logprobs", logprobs), _token_tensor("ref_logprobs", ref_logprobs)
-    _same_shape(logprobs=lp, ref_logprobs=ref)
+    same_shape(logprobs=lp, ref_logprobs=ref)
     m = _mask(mask, lp)
     if not isinstance(scores, Tensor) or scores.dim() != 1 or scores.shape[0] != lp.shape[0]:
         shape = tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
         raise ValueError(f"scores must be [{lp.shape[0]}] (one per row), got {shape}")
-    _non_negative("kl_coef", kl_coef)
+    check_non_negative("kl_coef", kl_coef)
     kl = kl_penalty(_on(lp, m), _on(ref, m), kl_estimator)  # 0 off the mask for every estimator
     rewards = -kl_coef * kl
     last = last_token_index(m)
@@ -136,10 +126,9 @@ def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float)
     masked position and V_next = A_next = 0 after its last one. returns = advantages + values. No gradient.
     """
     r, v = _token_tensor("rewards", rewards), _token_tensor("values", values)
-    _same_shape(rewards=r, values=v)
+    same_shape(rewards=r, values=v)
     m = _mask(mask, r)
-    if not 0 <= gamma <= 1 or not 0 <= lam <= 1:
-        raise ValueError(f"gamma and lam must lie in [0, 1], got gamma={gamma}, lam={lam}")
+    _check_gae(gamma, lam)
     b, t_len = r.shape
     advantages = torch.zeros_like(r)
     next_value = r.new_zeros(b)
@@ -183,9 +172,9 @@ def ppo_policy_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, 
     """
     lp, old = _token_tensor("logprobs", logprobs), _token_tensor("old_logprobs", old_logprobs)
     adv = _token_tensor("advantages", advantages)
-    _same_shape(logprobs=lp, old_logprobs=old, advantages=adv)
+    same_shape(logprobs=lp, old_logprobs=old, advantages=adv)
     m = _mask(mask, lp)
-    _non_negative("clip_range", clip_range)
+    check_non_negative("clip_range", clip_range)
     lp, old, adv = _on(lp, m), _on(old.detach(), m), _on(adv.detach(), m)
     log_ratio = lp - old
     ratio = torch.exp(log_ratio)
@@ -208,9 +197,9 @@ def ppo_value_loss(values: Tensor, old_values: Tensor, returns: Tensor, mask: Te
     """
     v, old = _token_tensor("values", values), _token_tensor("old_values", old_values)
     ret = _token_tensor("returns", returns)
-    _same_shape(values=v, old_values=old, returns=ret)
+    same_shape(values=v, old_values=old, returns=ret)
     m = _mask(mask, v)
-    _non_negative("clip_range_value", clip_range_value)
+    check_non_negative("clip_range_value", clip_range_value)
     v, old, ret = _on(v, m), _on(old.detach(), m), _on(ret.detach(), m)
     v_clipped = old + torch.clamp(v - old, -clip_range_value, clip_range_value)
     err = (v - ret) ** 2
@@ -260,9 +249,8 @@ class PPOLoss:
         if self.kl_estimator not in KL_ESTIMATORS:
             raise ValueError(f"kl_estimator must be one of {', '.join(KL_ESTIMATORS)}, got {self.kl_estimator!r}")
         for name in ("kl_coef", "clip_range", "clip_range_value", "vf_coef"):
-            _non_negative(name, getattr(self, name))
-        if not 0 <= self.gamma <= 1 or not 0 <= self.lam <= 1:
-            raise ValueError(f"gamma and lam must lie in [0, 1], got gamma={self.gamma}, lam={self.lam}")
+            check_non_negative(name, getattr(self, name))
+        _check_gae(self.gamma, self.lam)
 
     @classmethod
     def from_config(cls, cfg: PPOConfig, **overrides: object) -> PPOLoss:

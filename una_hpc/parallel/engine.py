@@ -1,6 +1,6 @@
 """The training engine the trainer is written against: one interface, a single-process and a DeepSpeed implementation.
 
-    engine = build_engine(model, cfg)              # LocalEngine or DeepSpeedEngine (parallel.backend, WORLD_SIZE)
+    engine = build_engine(model, cfg)              # una_hpc.parallel.factory: LocalEngine or DeepSpeedEngine
     for step in range(cfg.trainer.max_steps):
         counts = engine.sum_over_dp(local_example_counts)      # the global normalizer of this optimizer step
         for mb in micro_batches:                               # this data-parallel rank's share (engine.dp_rank)
@@ -42,9 +42,9 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from ..config import Config
+from ..feedback import IGNORE_INDEX
 from ..models.output_head import OutputHead, output_head
-from .distributed import env_world_size, use_deepspeed
-from .logps import IGNORE_INDEX, kernel_seq_logps
+from .logps import kernel_seq_logps
 from .vocab_parallel import vocab_parallel_seq_logps
 
 # logits_to_keep with no positions: the HF causal-LM forward runs its body and skips the [T, V] logits.
@@ -224,24 +224,3 @@ class TrainEngine(ABC):
         t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=self.device)  # NCCL: on device
         dist.all_reduce(t, group=self.dp_group)
         return {k: (int(v) if isinstance(values[k], int) else float(v)) for k, v in zip(keys, t.tolist())}
-
-
-def select_backend(cfg: Config) -> str:
-    """"deepspeed" or "local" from parallel.backend and the launcher's WORLD_SIZE."""
-    if use_deepspeed(cfg):
-        return "deepspeed"
-    if env_world_size() > 1:
-        raise ValueError(f"parallel.backend={cfg.parallel.backend} in a {env_world_size()}-process launch: "
-                         "use parallel.backend=deepspeed (or auto)")
-    return "local"
-
-
-def build_engine(model: nn.Module, cfg: Config, *, process_group=None) -> TrainEngine:
-    """The one constructor the trainer calls; the model is already on its device (or built under ZeRO-3 init)."""
-    if select_backend(cfg) == "deepspeed":
-        from .deepspeed_engine import DeepSpeedEngine
-
-        return DeepSpeedEngine(model, cfg, process_group=process_group)
-    from .local_engine import LocalEngine
-
-    return LocalEngine(model, cfg, process_group=process_group)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-IGNORE_INDEX = -100
+from ..feedback import IGNORE_INDEX
 
 
 def head_logits(pre: Tensor, bias: Tensor | None = None, scale: float = 1.0, softcap: float | None = None) -> Tensor:

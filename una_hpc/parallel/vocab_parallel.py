@@ -21,8 +21,9 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from ..feedback import IGNORE_INDEX
 from .comm import all_reduce_max_, copy_to_region, reduce_from_region
-from .logps import IGNORE_INDEX, head_logits, segment_sums
+from .logps import head_logits, segment_sums
 
 DEFAULT_CHUNK = 1024
 

@@ -16,12 +16,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from ..feedback import IGNORE_INDEX
 from ..kernels import seq_logps
 from ..models.output_head import output_head
 from .base import Rollout
 from .weights import unwrap_hf_model
-
-IGNORE_INDEX = -100
 
 
 @torch.no_grad()

@@ -29,11 +29,11 @@ from contextlib import AbstractContextManager
 import torch
 from torch import Tensor, nn
 
+from ..feedback import IGNORE_INDEX
 from ..kernels import seq_logps
 from ..models.output_head import OutputHead, output_head
 from ..models.policy import base_causal_lm
 
-IGNORE_INDEX = -100
 Reference = nn.Module | Callable[[], AbstractContextManager[nn.Module]]
 
 

@@ -34,7 +34,7 @@ from torch import nn
 from ..config import ConfigError
 from ..rollout.reward import RewardModel
 from .eval_kl import Reference
-from .evaluate import evaluate, fit_prompts, generate, load_model, pick_scorer, read_eval_prompts
+from .evaluate import evaluate, fit_prompts, generate, gold_function, load_model, pick_scorer, read_eval_prompts
 from .run import Run
 
 
@@ -50,17 +50,9 @@ def preserved_rng(device: torch.device) -> Iterator[None]:
 
 
 def check_live_eval(run: Run) -> None:
-    """One-line ConfigErrors for eval.every settings this loop cannot honour."""
-    cfg = run.cfg
-    every, log_every = cfg.eval.every, cfg.trainer.log_every
-    if every < 0 or cfg.eval.num_prompts_during_training < 1:
-        raise ConfigError(f"eval.every must be >= 0 and eval.num_prompts_during_training >= 1, got {every}, "
-                          f"{cfg.eval.num_prompts_during_training}")
-    if every % log_every:  # the eval_* keys ride on the step's metrics row, written every log_every steps
-        raise ConfigError(f"eval.every={every} must be a multiple of trainer.log_every={log_every}")
-    if cfg.parallel.zero_stage == 3 or cfg.parallel.tp_size > 1:
-        raise ConfigError("eval.every evaluates on rank 0 alone: use parallel.zero_stage <= 2 and "
-                          "parallel.tp_size=1")
+    """One-line ConfigError when the resolved inputs hold no held-out prompts. The pure config rules of eval.every
+    (>= 0, a multiple of trainer.log_every, zero_stage <= 2 and tp_size=1) are checked when the config loads
+    (una_hpc.config.config_errors)."""
     if run.inputs.eval_path is None:
         raise ConfigError("eval.every needs held-out prompts: set data.eval_path (a file with a `prompt` column)")
 
@@ -91,7 +83,7 @@ class LiveEval:
         with preserved_rng(run.device):  # loading may draw from the RNG; training must not notice
             rm = (RewardModel.from_pretrained(cfg.eval.reward_model, device=run.device)
                   if cfg.eval.reward_model else None)
-        has_reward = pick_scorer(prompts, rm) is not None
+        has_reward = pick_scorer(prompts, rm, gold=gold_function(cfg.eval)) is not None
         if not has_reward:
             print("eval.every: prompts outside the embedded task and no eval.reward_model: logging KL and lengths "
                   "only")

@@ -7,9 +7,10 @@ Evaluates trainer.output_dir/final on the first eval.num_prompts prompts of data
 column; prompts over data.max_prompt_length tokens are dropped, with a count): reward with a 95% interval for the
 base model (eval.baseline, default model.path) and the aligned one, win rate of aligned against base (ties count
 half), KL(aligned || reference) with the reference model.ref_path or else model.path. The reward is the exact gold
-reward on the embedded task's prompts, eval.reward_model's score on others; with neither, one printed line says
-so and KL and response lengths are reported alone. Writes eval.json (aligned), base_eval/eval.json and, with a
-reward, eval.png into trainer.output_dir. Models run on the first GPU when there is one, in fp32.
+reward of eval.gold_reward (the embedded task's) on prompts it knows, eval.reward_model's score on others; with
+neither, one printed line says so and KL and response lengths are reported alone. Writes eval.json (aligned),
+base_eval/eval.json and, with a reward, eval.png into trainer.output_dir. Models run on the first GPU when there is
+one, in fp32.
 """
 from __future__ import annotations
 
@@ -19,13 +20,13 @@ from ..config import Config
 from ..models.policy import load_tokenizer
 from ..parallel.distributed import device_for
 from ..rollout.reward import RewardModel
-from .evaluate import evaluate, fit_prompts, pick_scorer, read_eval_prompts
+from .evaluate import evaluate, fit_prompts, gold_function, pick_scorer, read_eval_prompts
 from .inputs import resolve_inputs
 from .plots import plot_runs
 
 
 def run_eval(cfg: Config, model_dir: Path | None = None) -> dict:
-    # need_data=False: eval reads no training data, and a model.path the user set never builds the embedded task.
+    # need_data=False: eval reads no training data (the entry point filled the embedded task's paths, if any).
     inputs = resolve_inputs(cfg, need_data=False)
     if inputs.eval_path is None:
         raise ValueError("data.eval_path is empty: give a file of held-out prompts (a `prompt` column)")
@@ -41,7 +42,7 @@ def run_eval(cfg: Config, model_dir: Path | None = None) -> dict:
         print(f"eval: dropped {dropped} prompts over data.max_prompt_length={cfg.data.max_prompt_length} tokens")
     prompts = prompts[: cfg.eval.num_prompts]
     rm = RewardModel.from_pretrained(cfg.eval.reward_model, device=device) if cfg.eval.reward_model else None
-    scorer = pick_scorer(prompts, rm)
+    scorer = pick_scorer(prompts, rm, gold=gold_function(cfg.eval))
     if scorer is None:
         print("eval: prompts outside the embedded task and no eval.reward_model: reporting KL and lengths only")
     base = Path(cfg.eval.baseline) if cfg.eval.baseline else model_path

@@ -9,8 +9,9 @@
   template with the generation prompt; strings are one user message, message lists are used as they are).
 - Responses: generated on the first `eval_cfg.num_prompts` prompts, batched with left padding, greedy when
   `eval_cfg.temperature` is 0 (else sampled at that temperature with top_k/top_p off, seeded).
-- Reward (`pick_scorer`): the embedded task's exact gold reward (una_hpc.data.synthetic) when every prompt parses
-  as one of its prompts (the detection online_common.gold_rewards uses); otherwise the reward model's score of the
+- Reward (`pick_scorer`): the exact gold reward of the eval.gold_reward hook ("module:function", the embedded
+  task's una_hpc.task.grammar:gold_rewards when the entry points filled it) when it knows the prompts (it answers
+  None otherwise; online_common.gold_rewards asks the same hook); otherwise the reward model's score of the
   (prompt, response) texts (`RewardModel.score_texts`, so the RM may use another tokenizer); with neither, no reward
   (KL and lengths only). Interval: normal approximation, mean +- 1.96 * sample std / sqrt(n) (over prompts).
 - Win rate against `baseline` (a model, a model dir, or its responses): the baseline generates on the same prompts
@@ -22,8 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,10 +35,9 @@ from ..config import EvalConfig
 from ..data.convert import prompts_of
 from ..data.formats import Prompt
 from ..data.io import load_table
-from ..data.synthetic import ATTRIBUTES, family_of, gold_attributes, parse_prompt
 from ..data.tokenize import encode_prompts
+from ..hooks import load_function
 from ..hub import local_dir
-from ..losses.helpsteer import DEFAULT_ATTRIBUTE_WEIGHTS, combine_attributes
 from ..models.policy import load_tokenizer
 from ..rollout.reward import RewardModel
 from .eval_kl import Reference, eval_mode, kl_of_samples
@@ -153,19 +152,13 @@ def win_rate(scores: Sequence[float], baseline_scores: Sequence[float]) -> dict[
 
 
 # ------------------------------------------------------------------------------------------------ reward
-def prompt_text(prompt: Prompt) -> str:
-    """The text a gold reward reads: the prompt, or a message list's last message."""
-    return prompt if isinstance(prompt, str) else prompt[-1]["content"]
+GoldReward = Callable[[Sequence[Prompt], Sequence[str]], "list[float] | None"]
+"""The eval.gold_reward hook: exact rewards of (prompt, response) pairs, or None for prompts it does not know."""
 
 
-def embedded_task_prompts(prompts: Sequence[Prompt]) -> bool:
-    """Whether every prompt is one of the embedded task's (so the exact gold reward applies)."""
-    try:
-        for text in {prompt_text(p) for p in prompts}:
-            parse_prompt(text)
-    except ValueError:
-        return False
-    return bool(prompts)
+def gold_function(eval_cfg: EvalConfig) -> GoldReward | None:
+    """The function eval.gold_reward names, or None when it is empty."""
+    return load_function(eval_cfg.gold_reward, setting="eval.gold_reward")
 
 
 @dataclass
@@ -180,12 +173,11 @@ class Scorer:
 
 
 def pick_scorer(prompts: Sequence[Prompt], reward_model: RewardModel | str | Path | None = None, *,
-                weights: Mapping[str, float] = DEFAULT_ATTRIBUTE_WEIGHTS,
-                device: str | torch.device = "cpu") -> Scorer | None:
-    """Gold reward on the embedded task's prompts, else the reward model (a RewardModel or its dir), else None."""
-    if embedded_task_prompts(prompts):
-        return Scorer("gold", lambda ps, rs: [combine_attributes(gold_attributes(prompt_text(p), r), weights)
-                                              for p, r in zip(ps, rs)])
+                gold: GoldReward | None = None, device: str | torch.device = "cpu") -> Scorer | None:
+    """The gold reward when it knows every prompt, else the reward model (a RewardModel or its dir), else None."""
+    # Whether the hook knows the prompts does not depend on the responses: ask with empty ones.
+    if gold is not None and prompts and gold(list(prompts), [""] * len(prompts)) is not None:
+        return Scorer("gold", lambda ps, rs: gold(list(ps), list(rs)))
     if reward_model is None or reward_model == "":
         return None
     if isinstance(reward_model, (str, Path)):
@@ -197,30 +189,20 @@ def pick_scorer(prompts: Sequence[Prompt], reward_model: RewardModel | str | Pat
     return Scorer("reward_model", lambda ps, rs: rm.score_texts(list(ps), list(rs)).tolist(), path)
 
 
-def _gold_breakdown(prompts: Sequence[Prompt], responses: Sequence[str], scores: Sequence[float]) -> dict:
-    attrs = [gold_attributes(prompt_text(p), r) for p, r in zip(prompts, responses)]
-    by_family: dict[str, list[float]] = defaultdict(list)
-    for p, s in zip(prompts, scores):
-        by_family[family_of(prompt_text(p))].append(s)
-    return {"attributes": {a: sum(x[a] for x in attrs) / len(attrs) for a in ATTRIBUTES},
-            "families": {f: sum(v) / len(v) for f, v in sorted(by_family.items())}}
-
-
 # ------------------------------------------------------------------------------------------------ evaluate
 def evaluate(model_dir_or_model: ModelLike, tokenizer: PreTrainedTokenizerBase | None, prompts: Sequence[Prompt],
              eval_cfg: EvalConfig, *, baseline: ModelLike | list[str] | None = None,
              reference: ModelLike | Reference | None = None, reward_model: RewardModel | str | Path | None = None,
              out_dir: str | Path | None = None, seed: int = 0, batch_size: int = 64,
-             weights: Mapping[str, float] = DEFAULT_ATTRIBUTE_WEIGHTS, baseline_name: str | None = None,
-             device: str | torch.device | None = None) -> dict:
+             baseline_name: str | None = None, device: str | torch.device | None = None) -> dict:
     """Evaluate a policy on held-out prompts; writes `eval.json` into `out_dir` (default: the model dir when a
     dir was given; nothing is written for an in-memory model without `out_dir`). Returns the same dict.
 
     `baseline`: a model, model dir, or a list of the baseline's responses (one per evaluated prompt), named in
     eval.json by `baseline_name` (default: the dir, or "given").
     `reference`: a model, model dir, or `PolicyPair.reference`-style context factory, for the KL estimate.
-    `reward_model`: a RewardModel or its dir, used when the prompts are not the embedded task's (see pick_scorer);
-    `weights`: the attribute weights of the gold reward. Without any reward there is no win rate either.
+    `reward_model`: a RewardModel or its dir, used when eval_cfg.gold_reward does not know the prompts (see
+    pick_scorer). Without any reward there is no win rate either.
     `device`: where models loaded from dirs go (default: the policy's device, cpu for a policy dir). In-memory
     models keep their device and train/eval mode."""
     if tokenizer is None:
@@ -232,7 +214,7 @@ def evaluate(model_dir_or_model: ModelLike, tokenizer: PreTrainedTokenizerBase |
         raise ValueError("no prompts to evaluate on")
     policy = load_model(model_dir_or_model, device)
     device = device or next(policy.parameters()).device  # what is loaded from a dir joins the policy
-    scorer = pick_scorer(prompts, reward_model, weights=weights, device=device)
+    scorer = pick_scorer(prompts, reward_model, gold=gold_function(eval_cfg), device=device)
     gen = dict(max_new_tokens=eval_cfg.max_new_tokens, temperature=eval_cfg.temperature, batch_size=batch_size,
                seed=seed)
     ids = generate_ids(policy, tokenizer, prompts, **gen)
@@ -249,7 +231,6 @@ def evaluate(model_dir_or_model: ModelLike, tokenizer: PreTrainedTokenizerBase |
         result["reward"] = mean_ci95(scores)
         if scorer.source == "gold":
             result["gold_reward"] = result["reward"]  # the key eval.json of the embedded task always had
-            result.update(_gold_breakdown(prompts, responses, scores))
         else:
             result["reward_model"] = scorer.detail
     if baseline is not None and scorer is not None:

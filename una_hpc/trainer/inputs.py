@@ -1,8 +1,11 @@
 """What a run trains on: the model dir and the dataset, validated and tokenized before anything is written.
 
-With model.path and data.path set they are used as given; an empty one is filled from the embedded default task
-(built on first use under task.dir, rank 0 only). Invalid data raises DataError carrying every problem line, before
-the output dir, a checkpoint or a reference-logp cache exists.
+    .venv/bin/python -m pytest tests/integration/test_user_runs.py tests/unit/test_data_convert.py -q
+
+model.path and data.path are used as given; the entry points fill them for the embedded default task beforehand
+(una_hpc.task.defaults.fill_defaults), so an empty model.path here is a one-line ConfigError, never a build.
+The feedback view the data is converted to is the loss head's (`resolve_view`). Invalid data raises DataError
+carrying every problem line, before the output dir, a checkpoint or a reference-logp cache exists.
 """
 from __future__ import annotations
 
@@ -10,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Config, ConfigError
-from ..data.convert import resolve_view, to_examples
+from ..data.convert import to_examples
 from ..data.io import DataError, load_table
 from ..data.tokenize import TokenizedExample, tokenize_examples
 from ..data.validate import validate
 from ..hub import local_dir
+from ..losses import get_head
 
 
 @dataclass
@@ -25,23 +29,15 @@ class RunInputs:
     eval_path: Path | None
 
 
-def resolve_inputs(cfg: Config, *, is_main: bool = True, barrier=lambda: None, need_data: bool = True) -> RunInputs:
+def resolve_inputs(cfg: Config, *, need_data: bool = True) -> RunInputs:
     """The run's model dir and data; `need_data=False` (eval) skips data.path and its check."""
     model, data, fmt, eval_path = cfg.model.path, cfg.data.path, cfg.data.format, cfg.data.eval_path
-    if model and not data and need_data:  # never the embedded toy task for a model the user named
+    if not model:
+        raise ConfigError("model.path is empty: give an HF model dir or Hub id, or call "
+                          "una_hpc.task.defaults.fill_defaults(cfg) first (as `una-hpc` does) for the embedded task")
+    if not data and need_data:  # never the embedded toy task for a model the user named
         raise ConfigError(f"model.path={model} is set but data.path is empty: give your dataset with data.path "
                           "(the embedded default task is only for the embedded default model)")
-    if not model:
-        from .default_task import build_default_task  # only the embedded default needs it
-
-        task = build_default_task(cfg.task, cfg.trainer.seed) if is_main else None
-        barrier()
-        if task is None:
-            task = build_default_task(cfg.task, cfg.trainer.seed)  # cached: other ranks just read the paths
-        model = model or str(task.model_dir)
-        if not data:
-            data, fmt = str(task.train_path), "helpsteer2"
-            eval_path = eval_path or str(task.heldout_path)
     model = local_dir(model, setting="model.path")
     if not (model / "config.json").is_file():
         raise ConfigError(f"model.path {model}: not an HF model directory (no config.json)")
@@ -51,6 +47,11 @@ def resolve_inputs(cfg: Config, *, is_main: bool = True, barrier=lambda: None, n
             raise ConfigError(f"data.path {data}: no such file or directory")
     return RunInputs(Path(model), Path(data) if data else None, fmt,
                      Path(eval_path) if eval_path else None)
+
+
+def resolve_view(view: str, loss_name: str) -> str:
+    """data.view, with "auto" replaced by the view the loss head consumes (LossHead.view)."""
+    return get_head(loss_name).view if view == "auto" else view
 
 
 def check_batching(cfg: Config, dp_world_size: int) -> None:

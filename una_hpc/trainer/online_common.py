@@ -1,7 +1,11 @@
 """What online UNA and the PPO baseline share: prompts, the rollout engine, the reward model, timing and logging.
 
+    .venv/bin/python -m pytest tests/integration/test_online.py -q       (about 4 minutes: real vLLM runs)
+
 Both loops reuse the offline pieces unchanged — the engine (plain torch or DeepSpeed), checkpoints and resume,
-the metrics logger and progress bar — so UNA-vs-PPO comparisons differ only in the update rule.
+the metrics logger and progress bar — so UNA-vs-PPO comparisons differ only in the update rule. The reward model is
+rollout.reward_model as given (the entry points fill in the embedded task's); the exact gold reward logged beside it
+comes from the eval.gold_reward hook.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from ..config import Config, ConfigError
 from ..data.convert import prompts_of
 from ..data.io import load_table
 from ..data.tokenize import TokenizedExample, encode_prompts
+from ..hooks import load_function
 from ..rollout.base import Rollout, SamplingSettings
 from ..rollout.factory import make_engine
 from ..rollout.reward import RewardModel
@@ -35,9 +40,10 @@ class PromptSet:
     """Prompts over data.max_prompt_length, dropped (paper: 512 tokens)."""
 
 
-def load_prompts(cfg: Config, data_path: Path, data_format: str, tokenizer) -> PromptSet:
+def load_prompt_set(cfg: Config, data_path: Path, data_format: str, tokenizer) -> PromptSet:
+    """The prompts of data.path that fit the length limit, with their token ids (rollouts start from these)."""
     source = str(data_path)
-    prompts = prompts_of(load_table(data_path), data_format, source, cfg.data.attribute_weights)
+    prompts = prompts_of(load_table(data_path, split=cfg.data.split), data_format, source, cfg.data.attribute_weights)
     ids = encode_prompts(tokenizer, prompts, source)
     limit = min(cfg.data.max_prompt_length, cfg.trainer.max_length - cfg.rollout.max_new_tokens)
     keep = [i for i, x in enumerate(ids) if len(x) <= limit]
@@ -49,7 +55,7 @@ def load_prompts(cfg: Config, data_path: Path, data_format: str, tokenizer) -> P
 
 def check_online_config(cfg: Config, dp_world_size: int) -> None:
     """One-line ConfigErrors for online settings this harness cannot run correctly."""
-    if cfg.model.path and not cfg.rollout.reward_model:
+    if not cfg.rollout.reward_model:  # the entry points fill it only for the embedded task's own model
         raise ConfigError("rollout.reward_model is empty but model.path is set: the embedded reward model is "
                           "trained for the embedded task only; pass your own with rollout.reward_model (e.g. one "
                           "trained by `una-hpc train-rm`)")
@@ -59,19 +65,6 @@ def check_online_config(cfg: Config, dp_world_size: int) -> None:
     if cfg.rollout.prompts_per_step % dp_world_size:
         raise ConfigError(f"rollout.prompts_per_step={cfg.rollout.prompts_per_step} must be a multiple of the "
                           f"{dp_world_size} data-parallel ranks")
-
-
-def reward_model_path(cfg: Config, is_main: bool = True, barrier=lambda: None) -> Path:
-    """rollout.reward_model as given, else the embedded default's reward model (trained once on rank 0, cached)."""
-    if cfg.rollout.reward_model:
-        return Path(cfg.rollout.reward_model)
-    from .default_rm import build_default_reward_model
-    from .default_task import build_default_task
-
-    task = build_default_task(cfg.task, cfg.trainer.seed)
-    path = build_default_reward_model(task, cfg.task, cfg.trainer.seed) if is_main else None
-    barrier()
-    return path or build_default_reward_model(task, cfg.task, cfg.trainer.seed)
 
 
 def sampling_for_step(cfg: Config, step: int, rank: int) -> SamplingSettings:
@@ -105,18 +98,13 @@ class PhaseTimer:
         return {f"time_{k}_s": v for k, v in self.seconds.items()}
 
 
-def gold_rewards(prompts: list, rollouts: list[Rollout], tokenizer) -> list[float] | None:
-    """The embedded task's exact gold reward of each rollout, or None when the prompts are not from it."""
-    from ..data.synthetic import gold_score, parse_prompt
-
-    texts = [p if isinstance(p, str) else p[-1]["content"] for p in prompts]
-    try:
-        for t in set(texts):
-            parse_prompt(t)
-    except ValueError:
+def gold_rewards(gold, prompts: list, rollouts: list[Rollout], tokenizer) -> list[float] | None:
+    """The exact reward of each rollout from the eval.gold_reward hook `gold`, or None (no hook, or prompts it does
+    not know). `prompts` are indexed by Rollout.prompt_index."""
+    if gold is None:
         return None
-    return [gold_score(texts[r.prompt_index], tokenizer.decode(r.completion_ids, skip_special_tokens=True))
-            for r in rollouts]
+    responses = [tokenizer.decode(r.completion_ids, skip_special_tokens=True) for r in rollouts]
+    return gold([prompts[r.prompt_index] for r in rollouts], responses)
 
 
 def rollouts_to_examples(rollouts: list[Rollout], targets: torch.Tensor) -> list[TokenizedExample]:
@@ -135,6 +123,8 @@ class OnlineHarness:
     run: Run
     prompts: PromptSet
     rm: RewardModel
+    gold: object = None
+    """The eval.gold_reward hook (a function) or None."""
     rollout: object = None
     sampler: StepSampler | None = None
 
@@ -142,13 +132,13 @@ class OnlineHarness:
     def open(cls, cfg: Config) -> OnlineHarness:
         run = open_run(cfg)
         check_online_config(cfg, run.dist.world_size)
-        prompts = load_prompts(cfg, run.inputs.data_path, run.inputs.data_format, run.tokenizer)
+        prompts = load_prompt_set(cfg, run.inputs.data_path, run.inputs.data_format, run.tokenizer)
         if run.is_main and prompts.dropped:
             print(f"online: dropped {prompts.dropped} prompts over the length limit")
         run.load_policy(need_ref=True)
-        rm = RewardModel.from_pretrained(reward_model_path(cfg, run.is_main, run.barrier), device=run.device,
+        rm = RewardModel.from_pretrained(cfg.rollout.reward_model, device=run.device,
                                          max_length=cfg.trainer.max_length)
-        return cls(run, prompts, rm)
+        return cls(run, prompts, rm, load_function(cfg.eval.gold_reward, setting="eval.gold_reward"))
 
     def start(self, engine=None) -> int:
         """Resume (if asked), then start the rollout engine on the resumed weights."""
@@ -177,7 +167,7 @@ class OnlineHarness:
             self.rollout.sync_weights(policy_weights_for_sync(engine.module))
         row.update(response_tokens=sum(len(r.completion_ids) for r in rollouts) / len(rollouts), **timer.row(),
                    peak_memory_mb=peak_memory_mb(self.run.device))
-        gold = gold_rewards([self.prompts.texts[i] for i in mine], rollouts, self.run.tokenizer)
+        gold = gold_rewards(self.gold, [self.prompts.texts[i] for i in mine], rollouts, self.run.tokenizer)
         if gold is not None:
             row["gold_reward"] = sum(gold) / len(gold)
         row = reduce_row(row, engine)

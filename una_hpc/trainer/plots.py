@@ -3,6 +3,8 @@
     python -m una_hpc.trainer.plots runs.png base=runs/default/base/eval.json una=runs/quickstart/eval.json
     python -m una_hpc.trainer.plots curve.png runs/quickstart/metrics.jsonl
 
+    .venv/bin/python -m pytest tests/unit/test_evaluate.py -q -k plot
+
 matplotlib with the Agg backend (no display needed).
 """
 from __future__ import annotations
@@ -16,6 +18,16 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _save(fig, out_png: str | Path) -> Path:
+    """Lay out, write (creating the folder) and close a figure; its path."""
+    fig.tight_layout()
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
 
 
 def _load_eval(run: Mapping | str | Path) -> Mapping:
@@ -57,12 +69,7 @@ def plot_runs(runs: Mapping[str, Mapping | str | Path], out_png: str | Path, tit
     ax.axhline(0, color="black", lw=0.6)
     ax.set_ylabel(name)
     ax.set_title(title or f"{name} on held-out prompts (95% CI)", fontsize=10)
-    fig.tight_layout()
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, out_png)
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -94,12 +101,7 @@ def plot_metrics(metrics_jsonl: str | Path, out_png: str | Path, keys: Sequence[
         ax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel("step")
     fig.suptitle(Path(metrics_jsonl).parent.name or str(metrics_jsonl), fontsize=10)
-    fig.tight_layout()
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, out_png)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import torch
 
 from ..config import Config
 from ..data.packing import unpacked
+from ..feedback import IGNORE_INDEX
 from ..losses import PPOLoss, ppo_policy_loss, ppo_value_loss
 from ..models.value import ValueModel
 from ..parallel import build_engine
@@ -47,7 +48,7 @@ def train(cfg: Config) -> Path:
     def update(step, mine, rollouts, scores) -> dict:
         examples = rollouts_to_examples(rollouts, torch.zeros(len(rollouts)))
         full = unpacked(examples, pad_id).to(run.device)  # one rollout per row, one width
-        mask = (full.labels != -100).float()
+        mask = (full.labels != IGNORE_INDEX).float()
         chunks = micro_batches(list(range(len(examples))), cfg.trainer.micro_batch_size)
         with torch.no_grad():  # old / reference logps and values, then GAE over the whole rollout batch
             parts = [token_logps(engine, pair, full.select_rows(c), with_ref=True) for c in chunks]

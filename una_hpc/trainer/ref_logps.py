@@ -24,14 +24,14 @@ from .sampler import micro_batches
 
 
 @torch.no_grad()
-def _compute(model, attn_impl: str, data, pad_id: int, cfg: Config, device) -> dict[int, Tensor]:
+def _compute(model, attn_impl: str, data, pad_id: int, cfg: Config, device, chunk: int) -> dict[int, Tensor]:
     was_training = model.training
     model.eval()
     values: dict[int, Tensor] = {}
     # The same compute dtype as training, so that policy == reference gives r = 0 at step 0 under bf16 too.
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.trainer.dtype == "bfloat16"
                 else contextlib.nullcontext())
-    for idx in micro_batches(list(range(len(data))), cfg.trainer.micro_batch_size or cfg.trainer.batch_size):
+    for idx in micro_batches(list(range(len(data))), chunk):
         batch = collate([data[i] for i in idx], pad_id, row_length=cfg.trainer.max_length).to(device)
         with autocast:
             hidden = decoder_hidden(model, batch, attn_impl)
@@ -76,7 +76,9 @@ def reference_logps(pair: PolicyPair, data, cfg: Config, model_path: Path, dist,
     else:  # LoRA: adapter off; full fine-tuning: the untouched initial policy
         scope = pair.reference() if pair.lora else contextlib.nullcontext(pair.policy)
     with scope as model:
-        part = _compute(model, pair.attn_impl, mine, pad_id, cfg, device)
+        # trainer.micro_batch_size examples per forward, as in training; 0 = a rank's share of a batch
+        chunk = cfg.trainer.micro_batch_size or max(cfg.trainer.batch_size // dist.world_size, 1)
+        part = _compute(model, pair.attn_impl, mine, pad_id, cfg, device, chunk)
     values = _gather(part, dist.world_size)
     if dist.rank == 0:
         cache.save(values)

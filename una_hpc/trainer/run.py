@@ -52,10 +52,6 @@ class Run:
     def out(self) -> Path:
         return Path(self.cfg.trainer.output_dir)
 
-    def barrier(self) -> None:
-        if self.dist.world_size > 1:
-            torch.distributed.barrier()
-
     def load_policy(self, need_ref: bool) -> PolicyPair:
         self.pair = build_policy(self.cfg.model, self.inputs.model_path, self.device, need_ref=need_ref)
         return self.pair
@@ -133,6 +129,5 @@ def open_run(cfg: Config) -> Run:
     dist = init_distributed(cfg)
     device = device_for(dist.local_rank)
     torch.manual_seed(cfg.trainer.seed)
-    barrier = torch.distributed.barrier if dist.world_size > 1 else (lambda: None)
-    inputs = resolve_inputs(cfg, is_main=dist.rank == 0, barrier=barrier)
+    inputs = resolve_inputs(cfg)
     return Run(cfg, dist, device, inputs, load_tokenizer(inputs.model_path))

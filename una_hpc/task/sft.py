@@ -1,8 +1,9 @@
 """A small supervised fine-tuning loop: trains the embedded default's tiny base model from scratch.
 
-    python -m una_hpc.trainer.default_task      # runs this loop as step (b) of the embedded default task
+    python -m una_hpc.task.build                # runs this loop as step (b) of the embedded default task
+    .venv/bin/python -m pytest tests/unit/test_evaluate.py -q -k sft
 
-Plain torch AdamW on an HF causal LM; completion-only loss (prompt and padding labels are -100); right-padded
+Plain torch AdamW on an HF causal LM; completion-only loss (prompt and padding labels are IGNORE_INDEX); right-padded
 batches; warmup then cosine decay; seeded data order. This is the readable path for the base model, not the
 fused-kernel UNA trainer.
 
@@ -25,7 +26,7 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-IGNORE_INDEX = -100
+from ..feedback import IGNORE_INDEX
 
 
 @dataclass

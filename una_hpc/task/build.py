@@ -1,6 +1,7 @@
 """The embedded default task, built once and cached: tokenizer, SFT'd tiny base model, scored offline dataset.
 
-    python -m una_hpc.trainer.default_task [task.dir=runs/default] [task.sft_steps=1000] [trainer.seed=42]
+    python -m una_hpc.task.build [task.dir=runs/default] [task.sft_steps=1000] [trainer.seed=42]
+    .venv/bin/python -m pytest tests/integration/test_default_task.py -q
 
 Steps, each cached in its own folder under `task.dir` and written atomically (built in a temp folder, then renamed;
 the folder holds `_build.json` with the step's parameters, so a rerun with the same parameters reuses it and a
@@ -11,7 +12,8 @@ changed parameter rebuilds that step and the ones after it; a killed build leave
               from the base model at temperature 1, with the five gold attributes (HelpSteer2 format: prompt,
               response, helpfulness, correctness, coherence, complexity, verbosity); heldout.jsonl: `prompt` rows
               from the held-out split (never seen in SFT or in train.jsonl)
-build_log.jsonl records every step as built or reused.
+build_log.jsonl records every step as built or reused. Several processes may call it at once only through
+una_hpc.task.defaults.fill_defaults, which holds a file lock around it.
 """
 from __future__ import annotations
 
@@ -31,10 +33,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
 from ..config import TaskConfig, load_config
-from ..data.synthetic import QUALITIES, gold_attributes, make_response, sample_prompts, sft_examples
-from ..losses.helpsteer import combine_attributes
+from ..data.helpsteer import combine_attributes
 from ..models.tiny import tiny_llama_config, train_tokenizer
-from .evaluate import decode, generate_ids
+from ..trainer.evaluate import decode, generate_ids
+from .grammar import QUALITIES, gold_attributes, make_response, sample_prompts, sft_examples
 from .sft import SFTConfig, train_sft
 
 TASK_VERSION = 1

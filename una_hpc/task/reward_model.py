@@ -1,7 +1,10 @@
 """The embedded default's reward model: a tiny AutoModelForSequenceClassification trained once on the synthetic
 scored data (sigmoid(logit) regressed onto the gold score), cached under task.dir/reward_model.
 
+    una-hpc train configs/online_una.yaml        # builds it on first use (no test builds it: minutes on CPU)
+
 Online UNA and PPO score rollouts with this learned RM; the programmatic gold reward stays the judge.
+una_hpc.task.defaults.fill_defaults builds it (under the task's file lock) and sets rollout.reward_model to it.
 """
 from __future__ import annotations
 
@@ -11,9 +14,9 @@ import shutil
 from pathlib import Path
 
 from ..config import DataConfig, TaskConfig
-from ..losses import combine_attributes
+from ..data.helpsteer import combine_attributes
 from ..rollout.reward_train import ScoredText, load_scored_rows, train_reward_model
-from .default_task import sample_scored_rows, train_prompt_pool
+from .build import sample_scored_rows, train_prompt_pool
 
 EXTRA_PROMPTS = 1024
 """Base-model samples on further train-split prompts: prompt variety is what made the RM generalize to held-out

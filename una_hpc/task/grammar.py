@@ -1,6 +1,7 @@
 """The embedded default task: a synthetic HelpSteer-style task with an exact, programmatic gold reward.
 
-    python -m una_hpc.data.synthetic            # prints sample prompts, graded responses and their gold attributes
+    python -m una_hpc.task.grammar              # prints sample prompts, graded responses and their gold attributes
+    .venv/bin/python -m pytest tests/unit/test_synthetic.py -q
 
 Prompts come from a small grammar of eight task families (count, list, sort, repeat, add, opposite, reverse,
 spell). The gold reward parses the prompt, derives the expected answer, and rates a response on the five HelpSteer2
@@ -14,10 +15,11 @@ attributes (integers 0-4), computed from the text alone:
 - verbosity = 2 + sign(extra) * min(2, ceil(|extra| / 2)), extra = number of words - number of answer words.
 - helpfulness = correctness - 1 if verbosity is 4 - 1 if there are loops (floor 0).
 - complexity = distinct content words // 2, at most 4.
-An empty response scores 0 on every attribute. `gold_score` combines them with una_hpc.losses.combine_attributes.
+An empty response scores 0 on every attribute. `gold_score` combines them with una_hpc.data.helpsteer's
+combine_attributes; `gold_rewards` is the batched form the trainer and eval call through the eval.gold_reward hook.
 
 Response generators of graded quality (correct, verbose, wrong, offtopic, repetitive, garbled) make SFT data that
-is imperfect on purpose. Pure python: this module uses no torch (importing una_hpc.losses still loads it).
+is imperfect on purpose. Pure python: this module uses no torch (importing una_hpc.data still loads it).
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from ..losses.helpsteer import DEFAULT_ATTRIBUTE_WEIGHTS, combine_attributes
+from ..data.helpsteer import DEFAULT_ATTRIBUTE_WEIGHTS, combine_attributes
 
 ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
 FAMILIES = ("count", "list", "sort", "repeat", "add", "opposite", "reverse", "spell")
@@ -265,8 +267,20 @@ def gold_attributes(prompt: str, response: str) -> dict[str, int]:
 
 
 def gold_score(prompt: str, response: str, weights: Mapping[str, float] = DEFAULT_ATTRIBUTE_WEIGHTS) -> float:
-    """Gold reward in [0, 1]: the attributes combined as HelpSteer2 scores are (una_hpc.losses.combine_attributes)."""
+    """Gold reward in [0, 1]: the attributes combined as HelpSteer2 scores are (una_hpc.data.helpsteer)."""
     return combine_attributes(gold_attributes(prompt, response), weights)
+
+
+def gold_rewards(prompts: Sequence[str | list[dict[str, str]]], responses: Sequence[str]) -> list[float] | None:
+    """The eval.gold_reward hook: gold_score of each (prompt, response), or None when a prompt is not the task's.
+    A message-list prompt is read by its last message."""
+    texts = [p if isinstance(p, str) else p[-1]["content"] for p in prompts]
+    try:
+        for t in set(texts):
+            parse_prompt(t)
+    except ValueError:
+        return None
+    return [gold_score(t, r) for t, r in zip(texts, responses)] if texts else None
 
 
 # ----------------------------------------------------------------------------------------- response generators

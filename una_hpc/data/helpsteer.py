@@ -1,13 +1,19 @@
-"""HelpSteer2-style attributes (0-4) -> one score in [0, 1].
+"""HelpSteer2-style attributes (0-4) -> one score in [0, 1]: how the data layer reads scored rows.
 
-Each attribute is mapped to [0, 1] by /4 and combined with weights (default helpfulness 0.65, correctness 0.8,
-coherence 0.45, as in the UNA paper); dividing by the weight sum renormalizes the result to [0, 1].
+    .venv/bin/python -m pytest tests/unit/test_losses.py tests/unit/test_data_convert.py -q
+
+Each attribute is mapped to [0, 1] by /4 and combined with weights (default data.attribute_weights: helpfulness
+0.65, correctness 0.8, coherence 0.45, as in the UNA paper); dividing by the weight sum renormalizes the result to
+[0, 1].
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-DEFAULT_ATTRIBUTE_WEIGHTS = {"helpfulness": 0.65, "correctness": 0.8, "coherence": 0.45}
+from ..config import DataConfig
+
+DEFAULT_ATTRIBUTE_WEIGHTS: Mapping[str, float] = DataConfig().attribute_weights  # one definition: the config's
 ATTRIBUTE_MAX = 4.0
 
 
