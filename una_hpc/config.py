@@ -130,8 +130,9 @@ class LossConfig:
     type_weights: dict[str, float] = field(
         default_factory=lambda: {"pairwise": 1.0, "binary": 1.0, "score": 1.0})
     """Mixed head: weight of each feedback type's mean loss."""
-    reward_normalize: Literal["sigmoid", "minmax", "zscore"] = "sigmoid"
-    """Online UNA: map reward-model logits to [0,1]."""
+    reward_normalize: Literal["sigmoid", "minmax", "zscore", "none"] = "sigmoid"
+    """Online UNA: map the explicit rewards (reward-model logits or rollout.reward_fn values) to [0, 1]; `none`
+    takes them as they are (a reward function that already returns [0, 1]; other values are an error)."""
 
 
 @dataclass
@@ -250,7 +251,11 @@ class RolloutConfig:
     gpu_memory_utilization: float = 0.3
     """vLLM memory fraction when colocated with training."""
     reward_model: str = ""
-    """Reward model dir (AutoModelForSequenceClassification). Empty: the embedded default's RM."""
+    """Reward model dir or Hub id (AutoModelForSequenceClassification, num_labels=1). Empty with the embedded
+    default: its RM; with your own model.path: set this or rollout.reward_fn."""
+    reward_fn: str = ""
+    """Batched reward function "module:function" `(prompts, completions: list[str]) -> list[float]`, used instead
+    of a reward model (una_hpc/rollout/reward_fn.py). Empty: the reward model."""
 
 
 @dataclass
@@ -668,6 +673,9 @@ def config_errors(cfg: Config) -> list[str]:
         if par.zero_stage == 3 or par.tp_size > 1:
             out.append("online runs sync unpartitioned weights into the rollout engine: use parallel.zero_stage "
                        "<= 2 and parallel.tp_size=1")
+        if ro.reward_fn and ro.reward_model:
+            out.append(f"rollout.reward_fn={ro.reward_fn} and rollout.reward_model={ro.reward_model}: the explicit "
+                       "reward comes from one of them; empty the other")
     return out
 
 
@@ -705,7 +713,7 @@ def config_warnings(cfg: Config) -> list[str]:
                            "loss.name=ppo reads ppo.*)")
     if loop == "offline":
         for f in dataclasses.fields(ro):
-            if f.name != "reward_model" and _changed(ro, f.name):
+            if f.name not in ("reward_model", "reward_fn") and _changed(ro, f.name):
                 out.append(f"rollout.{f.name}={_show(getattr(ro, f.name))} is ignored by loss.name={name} (an "
                            "offline loss generates nothing)")
     else:

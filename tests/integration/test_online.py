@@ -40,8 +40,8 @@ def _train(config: str, setup, out: Path, *extra: str, record_hf_rollouts: Path 
            f"data.path={data}", "data.format=score", f"rollout.reward_model={rm}", f"trainer.output_dir={out}",
            "trainer.progress=false", "rollout.prompts_per_step=4", "rollout.samples_per_prompt=2",
            "rollout.max_new_tokens=16", "trainer.micro_batch_size=8", "rollout.gpu_memory_utilization=0.12", *extra]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env={**__import__("os").environ, "OMP_NUM_THREADS": "2"})
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(REPO / "tests")}  # reward_fns
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
 
 
 def _rows(out: Path) -> list[dict]:
@@ -157,6 +157,29 @@ def test_hf_engine_fallback_path(online_setup, tmp_path):
     stale = _policy_logprobs(policies[0], calls[1]["rollouts"])
     drift = max(abs(a - b) for r, s in zip(calls[1]["rollouts"], stale) for a, b in zip(r["logprobs"], s))
     assert drift > 1e-3, drift
+
+
+@pytest.mark.parametrize("config", ["online_una.yaml", "online_ppo.yaml"])
+def test_reward_function_instead_of_a_reward_model(online_setup, tmp_path, config):
+    """rollout.reward_fn=reward_fns:cat_fraction (tests/reward_fns.py), no reward model: each step's rewards are
+    the function of that step's sampled completions, recomputed here from the recorded rollouts."""
+    from reward_fns import cat_fraction
+
+    from una_hpc.models.policy import load_tokenizer
+
+    record = tmp_path / "rollouts.jsonl"
+    res = _train(config, online_setup, tmp_path / "run", "trainer.max_steps=2", "rollout.engine=hf",
+                 "rollout.reward_model=", "rollout.reward_fn=reward_fns:cat_fraction", "ppo.epochs=1",
+                 *(["loss.reward_normalize=none"] if config == "online_una.yaml" else []), record_hf_rollouts=record)
+    assert res.returncode == 0, res.stderr[-3000:]
+    tok = load_tokenizer(online_setup[0])
+    calls = [json.loads(x) for x in record.read_text().splitlines()]
+    for call, row in zip(calls, _rows(tmp_path / "run"), strict=True):
+        texts = tok.batch_decode([r["completion_ids"] for r in call["rollouts"]], skip_special_tokens=True)
+        want = sum(cat_fraction([], texts)) / len(texts)
+        assert row["rm_reward"] == pytest.approx(want, abs=1e-6)
+        if config == "online_una.yaml":  # normalize=none: the regression targets are the function's values
+            assert row["target_mean"] == pytest.approx(want, abs=1e-6)
 
 
 def test_failing_engine_start_is_one_line(online_setup, tmp_path):

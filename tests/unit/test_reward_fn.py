@@ -51,3 +51,19 @@ def test_bad_results_are_one_line(tiny_model_dir, name, words):
 def test_bad_specs_are_config_errors(spec):
     with pytest.raises(ConfigError, match="rollout.reward_fn"):
         RewardFunction.load(spec)
+
+
+def test_normalize_none_keeps_unit_rewards_and_refuses_others():
+    from una_hpc.losses import normalize_rewards
+
+    x = torch.tensor([0.0, 0.25, 1.0])
+    assert torch.equal(normalize_rewards(x, "none"), x)
+    with pytest.raises(ValueError, match=r"reward_normalize=none needs rewards in \[0, 1\]"):
+        normalize_rewards(torch.tensor([0.5, 1.5]), "none")
+
+
+def test_reward_fn_and_reward_model_together_is_a_config_error():
+    from una_hpc.config import load_config
+
+    with pytest.raises(ConfigError, match="rollout.reward_fn=m:f and rollout.reward_model=rm"):
+        load_config(None, ["loss.name=una_online", "rollout.reward_fn=m:f", "rollout.reward_model=rm"])

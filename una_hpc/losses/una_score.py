@@ -32,9 +32,15 @@ def una_score_loss(policy: Tensor, ref: Tensor, score: Tensor, beta: float,
     return una_score_losses(policy, ref, score, beta, normalize).mean()
 
 
-def normalize_rewards(logits: Tensor, method: Literal["sigmoid", "minmax", "zscore"] = "sigmoid") -> Tensor:
-    """Online UNA: map reward-model logits of one rollout batch to [0, 1] (UNA section 2.3 (d))."""
+def normalize_rewards(logits: Tensor, method: Literal["sigmoid", "minmax", "zscore", "none"] = "sigmoid") -> Tensor:
+    """Online UNA: map the explicit rewards of one rollout batch to [0, 1] (UNA section 2.3 (d)); `none` keeps
+    rewards that are already in [0, 1] (a reward function's) and refuses others."""
     x = logits.detach().float()
+    if method == "none":
+        if x.numel() and not bool(((x >= 0) & (x <= 1)).all()):
+            raise ValueError(f"loss.reward_normalize=none needs rewards in [0, 1], got values in "
+                             f"[{x.min().item():.4g}, {x.max().item():.4g}]: use sigmoid, minmax or zscore")
+        return x
     if method == "sigmoid":
         return torch.sigmoid(x)
     if method == "minmax":
@@ -43,4 +49,4 @@ def normalize_rewards(logits: Tensor, method: Literal["sigmoid", "minmax", "zsco
     if method == "zscore":  # z-score, then squashed to [0, 1]
         std = x.std(unbiased=False) if x.numel() > 1 else x.new_zeros(())
         return torch.sigmoid((x - x.mean()) / std) if std > 0 else torch.full_like(x, 0.5)
-    raise ValueError(f"reward normalization must be sigmoid, minmax or zscore, got {method!r}")
+    raise ValueError(f"reward normalization must be sigmoid, minmax, zscore or none, got {method!r}")

@@ -6,7 +6,7 @@
 With model.path empty it builds (or reuses) the task under task.dir (una_hpc.task.build) and sets model.path to its
 base model; with data.path empty too, data.path and data.format to its scored dataset and data.eval_path (when empty)
 to its held-out prompts; for a loss head whose loop scores rollouts (una_online, ppo), rollout.reward_model (when
-empty) to the task's reward model (una_hpc.task.reward_model). A model.path the user set builds nothing: without
+it and rollout.reward_fn are empty) to the task's reward model (una_hpc.task.reward_model). A model.path the user set builds nothing: without
 data.path the trainer stops with one line. eval.gold_reward, when empty, becomes the task's exact gold reward; it
 answers None on other prompts, so runs on user data score as before.
 
@@ -49,6 +49,7 @@ def fill_defaults(cfg: Config, *, reward_model: bool = True) -> Config:
         if not cfg.data.path:
             cfg.data.path, cfg.data.format = str(task.train_path), "helpsteer2"
             cfg.data.eval_path = cfg.data.eval_path or str(task.heldout_path)
-        if reward_model and not cfg.rollout.reward_model and get_head(cfg.loss.name).loop != "offline":
+        needs_rm = not (cfg.rollout.reward_model or cfg.rollout.reward_fn)
+        if reward_model and needs_rm and get_head(cfg.loss.name).loop != "offline":
             cfg.rollout.reward_model = str(build_default_reward_model(task, cfg.task, cfg.trainer.seed))
     return cfg

@@ -3,9 +3,9 @@
     .venv/bin/python -m pytest tests/integration/test_online.py -q       (about 4 minutes: real vLLM runs)
 
 Both loops reuse the offline pieces unchanged — the engine (plain torch or DeepSpeed), checkpoints and resume,
-the metrics logger and progress bar — so UNA-vs-PPO comparisons differ only in the update rule. The reward model is
-rollout.reward_model as given (the entry points fill in the embedded task's); the exact gold reward logged beside it
-comes from the eval.gold_reward hook.
+the metrics logger and progress bar — so UNA-vs-PPO comparisons differ only in the update rule. The explicit reward
+comes from rollout.reward_model as given (the entry points fill in the embedded task's) or from a batched function,
+rollout.reward_fn=module:function; the exact gold reward logged beside it comes from the eval.gold_reward hook.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from ..hooks import load_function
 from ..rollout.base import Rollout, SamplingSettings
 from ..rollout.factory import make_engine
 from ..rollout.reward import RewardModel
+from ..rollout.reward_fn import RewardFunction
 from ..rollout.weights import policy_weights_for_sync
 from .run import Run, open_run
 from .sampler import StepSampler, shard_for_rank
@@ -55,10 +56,11 @@ def load_prompt_set(cfg: Config, data_path: Path, data_format: str, tokenizer) -
 
 def check_online_config(cfg: Config, dp_world_size: int) -> None:
     """One-line ConfigErrors for online settings this harness cannot run correctly."""
-    if not cfg.rollout.reward_model:  # the entry points fill it only for the embedded task's own model
-        raise ConfigError("rollout.reward_model is empty but model.path is set: the embedded reward model is "
-                          "trained for the embedded task only; pass your own with rollout.reward_model (e.g. one "
-                          "trained by `una-hpc train-rm`)")
+    if not (cfg.rollout.reward_model or cfg.rollout.reward_fn):  # the entry points fill it for the embedded task
+        raise ConfigError("rollout.reward_model and rollout.reward_fn are empty but model.path is set: the embedded "
+                          "reward model is trained for the embedded task only; pass your own with "
+                          "rollout.reward_model (e.g. one trained by `una-hpc train-rm`) or a function with "
+                          "rollout.reward_fn=module:function")
     if cfg.parallel.zero_stage == 3 or cfg.parallel.tp_size > 1:
         raise ConfigError("online runs sync unpartitioned weights into the rollout engine: use parallel.zero_stage "
                           "<= 2 and parallel.tp_size=1")
@@ -122,7 +124,8 @@ class OnlineHarness:
 
     run: Run
     prompts: PromptSet
-    rm: RewardModel
+    rm: RewardModel | RewardFunction
+    """Scores rollouts: the reward model, or rollout.reward_fn."""
     gold: object = None
     """The eval.gold_reward hook (a function) or None."""
     rollout: object = None
@@ -136,8 +139,11 @@ class OnlineHarness:
         if run.is_main and prompts.dropped:
             print(f"online: dropped {prompts.dropped} prompts over the length limit")
         run.load_policy(need_ref=True)
-        rm = RewardModel.from_pretrained(cfg.rollout.reward_model, device=run.device,
-                                         max_length=cfg.trainer.max_length)
+        if cfg.rollout.reward_fn:
+            rm = RewardFunction.load(cfg.rollout.reward_fn)
+        else:
+            rm = RewardModel.from_pretrained(cfg.rollout.reward_model, device=run.device,
+                                             max_length=cfg.trainer.max_length)
         return cls(run, prompts, rm, load_function(cfg.eval.gold_reward, setting="eval.gold_reward"))
 
     def start(self, engine=None) -> int:
