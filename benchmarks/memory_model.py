@@ -11,6 +11,7 @@ input embedding by tp. Activations (an estimate, not validated on CPU): with gra
 state per layer plus one layer's working set (~34*b*S*H bytes / tp, flash attention), plus the logits: the fused
 seq_logps kernel keeps one [tile, V] tile; a PPO/HF path holds [b*S, V] fp32 log-probs and their gradient.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -82,18 +83,23 @@ def model_states(shape: Shape, s: Setup, trainable: int | None = None, total: in
     """Bytes per rank of one trained model's weights, gradients, optimizer state and buckets."""
     P = tp_split(shape, total if total is not None else shape.params, s.tp)
     full_ft = s.lora_rank == 0
-    Pt = tp_split(shape, trainable, s.tp) if trainable is not None else (
-        P if full_ft else shape.lora_params(s.lora_rank) / s.tp)
+    Pt = (
+        tp_split(shape, trainable, s.tp)
+        if trainable is not None
+        else (P if full_ft else shape.lora_params(s.lora_rank) / s.tp)
+    )
     w, d = s.weight_bytes, s.dp
-    out = {"weights": w * P / (d if s.zero == 3 else 1),
-           "grads": w * Pt / (d if s.zero >= 2 else 1),
-           "adam": 8 * Pt / (d if s.zero >= 1 else 1)}
+    out = {
+        "weights": w * P / (d if s.zero == 3 else 1),
+        "grads": w * Pt / (d if s.zero >= 2 else 1),
+        "adam": 8 * Pt / (d if s.zero >= 1 else 1),
+    }
     if s.zero >= 1:
         out["master_fp32"] = 4 * Pt / d
     elif w == 2:
         out["master_fp32"] = 4 * Pt
     if s.zero >= 1:  # reduce bucket (+ ZeRO-3 prefetch bucket) of hidden^2 elements
-        out["buckets"] = w * shape.hidden ** 2 * (1.9 if s.zero == 3 else 1.0)
+        out["buckets"] = w * shape.hidden**2 * (1.9 if s.zero == 3 else 1.0)
     return out
 
 
@@ -128,18 +134,24 @@ def per_rank(shape: Shape, s: Setup) -> dict:
 
 
 def table(shape: Shape, dp_total: int = 8) -> str:
-    rows = ["| method | LoRA | ZeRO | TP | model states GB | activations GB | total GB/rank |",
-            "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| method | LoRA | ZeRO | TP | model states GB | activations GB | total GB/rank |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for method in ("una_offline", "una_online", "ppo"):
         for lora in (0, 32):
             for zero, tp in ((0, 1), (1, 1), (2, 1), (3, 1), (1, 2), (1, 8)):
                 s = Setup(method=method, lora_rank=lora, zero=zero, tp=tp, dp=max(dp_total // tp, 1))
                 p = per_rank(shape, s)
                 act = sum(v for k, v in p.items() if k.startswith("act_"))
-                rows.append(f"| {method} | {lora or '-'} | {zero} | {tp} | {(p['total'] - act) / GB:.1f} | "
-                            f"{act / GB:.1f} | {p['total'] / GB:.1f} |")
-    return f"**{shape.name}** ({shape.params / 1e9:.2f}B parameters), {dp_total} GPUs, bf16, micro-batch 4 x 1024 " \
-           f"tokens, gradient checkpointing\n\n" + "\n".join(rows)
+                rows.append(
+                    f"| {method} | {lora or '-'} | {zero} | {tp} | {(p['total'] - act) / GB:.1f} | "
+                    f"{act / GB:.1f} | {p['total'] / GB:.1f} |"
+                )
+    return (
+        f"**{shape.name}** ({shape.params / 1e9:.2f}B parameters), {dp_total} GPUs, bf16, micro-batch 4 x 1024 "
+        f"tokens, gradient checkpointing\n\n" + "\n".join(rows)
+    )
 
 
 # ---- measurement on a tiny model (CPU, 2 ranks) ----
@@ -187,9 +199,17 @@ def worker(stage: str, dtype: str, out: Path) -> None:
     cfg.parallel.zero_stage, cfg.parallel.dist_backend = (0 if stage == "local" else int(stage)), "gloo"
     torch.manual_seed(0)
     t = TINY
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=t.vocab, hidden_size=t.hidden, intermediate_size=t.intermediate,
-                                         num_hidden_layers=t.layers, num_attention_heads=t.heads,
-                                         num_key_value_heads=t.kv_heads, tie_word_embeddings=False))
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=t.vocab,
+            hidden_size=t.hidden,
+            intermediate_size=t.intermediate,
+            num_hidden_layers=t.layers,
+            num_attention_heads=t.heads,
+            num_key_value_heads=t.kv_heads,
+            tie_word_embeddings=False,
+        )
+    )
     engine = build_engine(model, cfg)
     ids = torch.randint(0, t.vocab, (2, 32))
     labels, seq = ids.roll(-1, 1), torch.arange(2).unsqueeze(1).expand(-1, 32)
@@ -210,30 +230,59 @@ def check(out_json: Path) -> int:
     sys.path.insert(0, str(HERE))
     from machine import machine_info
 
-    cases = [("local", "float32"), ("0", "float32"), ("1", "float32"), ("2", "float32"), ("3", "float32"),
-             ("2", "bfloat16"), ("3", "bfloat16")]
+    cases = [
+        ("local", "float32"),
+        ("0", "float32"),
+        ("1", "float32"),
+        ("2", "float32"),
+        ("3", "float32"),
+        ("2", "bfloat16"),
+        ("3", "bfloat16"),
+    ]
     results, worst = [], 0.0
     tmp = HERE / "results" / ".memory_tmp.json"
     for stage, dtype in cases:
         env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
         args = [str(Path(__file__)), "worker", stage, dtype, str(tmp)]
-        cmd = [sys.executable, *args] if stage == "local" else [
-            str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", "2", "--no_local_rank", *args]
+        cmd = (
+            [sys.executable, *args]
+            if stage == "local"
+            else [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", "2", "--no_local_rank", *args]
+        )
         subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
         m = json.loads(tmp.read_text())
-        s = Setup(zero=0 if stage == "local" else int(stage), tp=1, dp=m["dp"],
-                  weight_bytes=2 if dtype == "bfloat16" else 4)
+        s = Setup(
+            zero=0 if stage == "local" else int(stage), tp=1, dp=m["dp"], weight_bytes=2 if dtype == "bfloat16" else 4
+        )
         predicted = sum(model_states(TINY, s).values())
         err = predicted / m["peak_model_state_bytes"] - 1
         worst = max(worst, abs(err))
-        results.append({"engine": "LocalEngine" if stage == "local" else f"ZeRO-{stage} x{m['dp']}", "dtype": dtype,
-                        "measured_bytes": m["peak_model_state_bytes"], "predicted_bytes": predicted,
-                        "relative_error": round(err, 4)})
-        print(f"{results[-1]['engine']:>12} {dtype:>9}: measured {m['peak_model_state_bytes'] / 1e6:7.2f} MB, "
-              f"model {predicted / 1e6:7.2f} MB ({err:+.1%})")
+        results.append(
+            {
+                "engine": "LocalEngine" if stage == "local" else f"ZeRO-{stage} x{m['dp']}",
+                "dtype": dtype,
+                "measured_bytes": m["peak_model_state_bytes"],
+                "predicted_bytes": predicted,
+                "relative_error": round(err, 4),
+            }
+        )
+        print(
+            f"{results[-1]['engine']:>12} {dtype:>9}: measured {m['peak_model_state_bytes'] / 1e6:7.2f} MB, "
+            f"model {predicted / 1e6:7.2f} MB ({err:+.1%})"
+        )
     tmp.unlink(missing_ok=True)
-    out_json.write_text(json.dumps({"machine": machine_info(), "model": TINY.__dict__, "cases": results,
-                                    "worst_relative_error": worst, "tolerance": 0.2}, indent=1))
+    out_json.write_text(
+        json.dumps(
+            {
+                "machine": machine_info(),
+                "model": TINY.__dict__,
+                "cases": results,
+                "worst_relative_error": worst,
+                "tolerance": 0.2,
+            },
+            indent=1,
+        )
+    )
     return 0 if worst <= 0.2 else 1
 
 

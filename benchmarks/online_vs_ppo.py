@@ -8,6 +8,7 @@ Each method runs in its own process (peak RSS / CUDA max-allocated is per method
 same invocation; the first step (engine warm-up) is excluded from the time means. Writes
 benchmarks/results/online_vs_ppo_<cpu|gpu>_<engine>.json and .png.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,15 +24,24 @@ from machine import machine_info  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 PHASES = ("generate", "score", "train", "sync")
 # Models resident during training (the vLLM engine's weight copy counted separately): UNA needs no critic.
-MODELS_HELD = {"una": ["policy", "reference", "reward model"],
-               "ppo": ["policy", "reference", "reward model", "critic"]}
+MODELS_HELD = {"una": ["policy", "reference", "reward model"], "ppo": ["policy", "reference", "reward model", "critic"]}
 
 
 def run_method(method: str, steps: int, engine: str, out_root: Path, extra: list[str]) -> list[dict]:
     out = out_root / method
     cfg = REPO / "configs" / f"online_{method}.yaml"
-    cmd = [sys.executable, "-m", "una_hpc.cli", "train", str(cfg), f"trainer.max_steps={steps}",
-           f"trainer.output_dir={out}", f"rollout.engine={engine}", "trainer.progress=false", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "una_hpc.cli",
+        "train",
+        str(cfg),
+        f"trainer.max_steps={steps}",
+        f"trainer.output_dir={out}",
+        f"rollout.engine={engine}",
+        "trainer.progress=false",
+        *extra,
+    ]
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, cwd=REPO, check=True)
     return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -80,13 +90,21 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
     ap.add_argument("overrides", nargs="*", help="key.sub=value passed to both runs")
     args = ap.parse_args()
-    result = {"machine": machine_info(), "steps": args.steps, "engine": args.engine, "overrides": args.overrides,
-              "models_held": MODELS_HELD}
+    result = {
+        "machine": machine_info(),
+        "steps": args.steps,
+        "engine": args.engine,
+        "overrides": args.overrides,
+        "models_held": MODELS_HELD,
+    }
     for m in ("una", "ppo"):
         result[m] = summarize(run_method(m, args.steps, args.engine, args.out_root, args.overrides))
     u, p = result["una"], result["ppo"]
-    result["ratios_una_over_ppo"] = {"train_time": u["train_s"] / p["train_s"], "step_time": u["step_s"] / p["step_s"],
-                                     "peak_memory": u["peak_memory_mb"] / p["peak_memory_mb"]}
+    result["ratios_una_over_ppo"] = {
+        "train_time": u["train_s"] / p["train_s"],
+        "step_time": u["step_s"] / p["step_s"],
+        "peak_memory": u["peak_memory_mb"] / p["peak_memory_mb"],
+    }
     tag = "gpu" if result["machine"]["gpu"] else "cpu"
     args.results.mkdir(parents=True, exist_ok=True)
     out = args.results / f"online_vs_ppo_{tag}_{args.engine}.json"

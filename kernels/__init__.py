@@ -2,6 +2,7 @@
 
 Kept light on purpose: relative imports only, no side effects; triton is imported lazily by the triton backend.
 """
+
 from .seq_logps import seq_logps
 
 __all__ = ["seq_logps"]

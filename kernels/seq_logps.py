@@ -14,6 +14,7 @@ head.
 Validates arguments (clear ValueError) and dispatches to the chunked torch path or the fused Triton kernels; triton is
 imported only when that backend is chosen. Tested by: .venv/bin/python -m pytest tests/unit/test_seq_logps*.py -q
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -62,8 +63,10 @@ def _validate(hidden, weight, labels, seq_index, num_seqs, ref_hidden, ref_weigh
             continue
         _check_tensor(name, x, 2)
         if x.shape != like.shape or x.dtype != like.dtype:
-            raise ValueError(f"seq_logps: {name} must match shape {tuple(like.shape)} and dtype {like.dtype}, "
-                             f"got {tuple(x.shape)} {x.dtype}")
+            raise ValueError(
+                f"seq_logps: {name} must match shape {tuple(like.shape)} and dtype {like.dtype}, "
+                f"got {tuple(x.shape)} {x.dtype}"
+            )
     devices = {x.device for x in (hidden, weight, labels, seq_index, ref_hidden, ref_weight) if x is not None}
     if len(devices) > 1:
         raise ValueError(f"seq_logps: all tensors must be on one device, got {sorted(map(str, devices))}")
@@ -83,8 +86,9 @@ def _check_number(name: str, x, allow_none: bool = False) -> None:
     if x is None and allow_none:
         return
     if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or x <= 0:
-        raise ValueError(f"seq_logps: {name} must be a finite positive float{' or None' if allow_none else ''}, "
-                         f"got {x!r}")
+        raise ValueError(
+            f"seq_logps: {name} must be a finite positive float{' or None' if allow_none else ''}, got {x!r}"
+        )
 
 
 def _validate_head(weight, bias, ref_bias, scale, softcap):
@@ -94,8 +98,10 @@ def _validate_head(weight, bias, ref_bias, scale, softcap):
             continue
         if not isinstance(b, torch.Tensor) or b.shape != (V,) or b.dtype != weight.dtype or b.device != weight.device:
             got = f"{tuple(b.shape)} {b.dtype} on {b.device}" if isinstance(b, torch.Tensor) else type(b).__name__
-            raise ValueError(f"seq_logps: {name} must be a [V={V}] tensor of weight's dtype {weight.dtype} on "
-                             f"{weight.device}, got {got}")
+            raise ValueError(
+                f"seq_logps: {name} must be a [V={V}] tensor of weight's dtype {weight.dtype} on "
+                f"{weight.device}, got {got}"
+            )
     _check_number("scale", scale)
     _check_number("softcap", softcap, allow_none=True)
 
@@ -108,8 +114,9 @@ def _resolve_backend(backend: str, hidden: torch.Tensor) -> str:
         if hidden.dtype not in _TRITON_DTYPES:
             raise ValueError(f"seq_logps: backend='triton' supports {_TRITON_DTYPES}, got {hidden.dtype}")
         if not hidden.is_cuda and os.environ.get("TRITON_INTERPRET", "0") != "1":
-            raise ValueError("seq_logps: backend='triton' on CPU tensors needs TRITON_INTERPRET=1 set before "
-                             "triton is imported")
+            raise ValueError(
+                "seq_logps: backend='triton' on CPU tensors needs TRITON_INTERPRET=1 set before triton is imported"
+            )
         if importlib.util.find_spec("triton") is None:
             raise ValueError("seq_logps: backend='triton' needs the triton package (pip install triton)")
         if hidden.shape[0] == 0:  # nothing to launch; the torch path returns zeros with a graph
@@ -117,11 +124,22 @@ def _resolve_backend(backend: str, hidden: torch.Tensor) -> str:
     return backend
 
 
-def seq_logps(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, seq_index: torch.Tensor,
-              num_seqs: int, *, ref_hidden: torch.Tensor | None = None, ref_weight: torch.Tensor | None = None,
-              bias: torch.Tensor | None = None, ref_bias: torch.Tensor | None = None, scale: float = 1.0,
-              softcap: float | None = None, ignore_index: int = -100,
-              backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor | None]:
+def seq_logps(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    seq_index: torch.Tensor,
+    num_seqs: int,
+    *,
+    ref_hidden: torch.Tensor | None = None,
+    ref_weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    ref_bias: torch.Tensor | None = None,
+    scale: float = 1.0,
+    softcap: float | None = None,
+    ignore_index: int = -100,
+    backend: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-sequence sums of log softmax(z)[labels] (z: the head's logits), for the policy and optionally the reference.
 
     hidden [T, H] packed token states (row t predicts labels[t], already shifted); weight [V, H] (lm_head);
@@ -154,6 +172,18 @@ def seq_logps(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, 
         fn = TritonSeqLogps
     else:
         fn = TorchSeqLogps
-    logps, ref_logps = fn.apply(hidden, weight, bias, labels, seq_index, num_seqs, ref_hidden, ref_weight, ref_bias,
-                                scale, softcap, ignore_index)
+    logps, ref_logps = fn.apply(
+        hidden,
+        weight,
+        bias,
+        labels,
+        seq_index,
+        num_seqs,
+        ref_hidden,
+        ref_weight,
+        ref_bias,
+        scale,
+        softcap,
+        ignore_index,
+    )
     return logps, (ref_logps if has_ref else None)

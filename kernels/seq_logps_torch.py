@@ -12,6 +12,7 @@ lse and chains through the transform: dz/dpre = scale * (1 - tanh^2) with a soft
 
 Tested by: .venv/bin/python -m pytest tests/unit/test_seq_logps_torch.py -q
 """
+
 from __future__ import annotations
 
 import torch
@@ -56,7 +57,7 @@ def _pick(logits: torch.Tensor, labels: torch.Tensor, v0: int) -> tuple[torch.Te
 
 
 def _tile(x: torch.Tensor | None, v0: int, bv: int, acc: torch.dtype) -> torch.Tensor | None:
-    return None if x is None else x[v0:v0 + bv].to(acc)
+    return None if x is None else x[v0 : v0 + bv].to(acc)
 
 
 def head_(pre: torch.Tensor, bias: torch.Tensor | None, scale: float, softcap: float | None) -> torch.Tensor:
@@ -68,8 +69,7 @@ def head_(pre: torch.Tensor, bias: torch.Tensor | None, scale: float, softcap: f
     return pre.mul_(scale) if scale != 1 else pre
 
 
-def forward_stats(hidden, weight, labels, ref_hidden, ref_weight, *, bias=None, ref_bias=None, scale=1.0,
-                  softcap=None):
+def forward_stats(hidden, weight, labels, ref_hidden, ref_weight, *, bias=None, ref_bias=None, scale=1.0, softcap=None):
     """Per-token (lse, label_logit) for the policy and, when given, the reference, in one pass over W.
 
     ref_bias is the reference's own bias (None: no bias). Returns (lse, label_logit, ref_lse, ref_label_logit); the
@@ -86,31 +86,43 @@ def forward_stats(hidden, weight, labels, ref_hidden, ref_weight, *, bias=None, 
     lse = torch.full((n_models, T), float("-inf"), dtype=acc, device=hidden.device)
     z = torch.zeros((n_models, T), dtype=acc, device=hidden.device)
     for v0 in range(0, V, bv):
-        w, b = weight[v0:v0 + bv].to(acc), _tile(bias, v0, bv, acc)
+        w, b = weight[v0 : v0 + bv].to(acc), _tile(bias, v0, bv, acc)
         models = [(hidden, w, b)]
         if n_models == 2:
-            rw = w if ref_weight is weight else ref_weight[v0:v0 + bv].to(acc)
+            rw = w if ref_weight is weight else ref_weight[v0 : v0 + bv].to(acc)
             rb = b if ref_bias is bias else _tile(ref_bias, v0, bv, acc)
             models.append((ref_hidden, rw, rb))
         for t0 in range(0, T, bt):
-            lab = labels[t0:t0 + bt]
+            lab = labels[t0 : t0 + bt]
             for k, (h_full, w_tile, b_tile) in enumerate(models):
-                logits = head_(h_full[t0:t0 + bt].to(acc) @ w_tile.T, b_tile, scale, softcap)
+                logits = head_(h_full[t0 : t0 + bt].to(acc) @ w_tile.T, b_tile, scale, softcap)
                 col, inside = _pick(logits, lab, v0)
-                z[k, t0:t0 + bt] += torch.where(inside, logits.gather(1, col).squeeze(1), 0.0)
+                z[k, t0 : t0 + bt] += torch.where(inside, logits.gather(1, col).squeeze(1), 0.0)
                 # lse = max - log_softmax[argmax]: fused log_softmax is ~25 % faster on CPU than the composite
                 # logsumexp, and log_softmax at the max lies in [-log V, 0], so no precision is lost.
                 # Vocab tiles combine with logaddexp (online softmax).
                 m, j = logits.max(dim=1, keepdim=True)
                 tile_lse = (m - torch.log_softmax(logits, dim=1).gather(1, j)).squeeze(1)
-                lse[k, t0:t0 + bt] = tile_lse if v0 == 0 else torch.logaddexp(lse[k, t0:t0 + bt], tile_lse)
+                lse[k, t0 : t0 + bt] = tile_lse if v0 == 0 else torch.logaddexp(lse[k, t0 : t0 + bt], tile_lse)
     if has_ref:
         return lse[0], z[0], lse[-1], z[-1]
     return lse[0], z[0], None, None
 
 
-def backward_grads(hidden, weight, labels, lse, g_tok, need_hidden: bool, need_weight: bool, *, bias=None,
-                   scale=1.0, softcap=None, need_bias: bool = False):
+def backward_grads(
+    hidden,
+    weight,
+    labels,
+    lse,
+    g_tok,
+    need_hidden: bool,
+    need_weight: bool,
+    *,
+    bias=None,
+    scale=1.0,
+    softcap=None,
+    need_bias: bool = False,
+):
     """grad_hidden, grad_weight, grad_bias for d(sum_t g_t * logp_t); g_tok is 0 for ignored tokens.
 
     dlogp_t/dz_t = onehot(y_t) - softmax(z_t), times dz/dpre for the pre-transform logits; logits tiles are
@@ -127,12 +139,12 @@ def backward_grads(hidden, weight, labels, lse, g_tok, need_hidden: bool, need_w
     gw = torch.empty_like(weight) if need_weight else None
     gb = torch.empty_like(bias) if need_bias else None
     for v0 in range(0, V, bv):
-        w, b = weight[v0:v0 + bv].to(acc), _tile(bias, v0, bv, acc)
+        w, b = weight[v0 : v0 + bv].to(acc), _tile(bias, v0, bv, acc)
         gw_tile = torch.zeros_like(w) if need_weight else None
         gb_tile = torch.zeros(w.shape[0], dtype=acc, device=w.device) if need_bias else None
         for t0 in range(0, T, bt):
-            g = g_tok[t0:t0 + bt]
-            h = hidden[t0:t0 + bt].to(acc)
+            g = g_tok[t0 : t0 + bt]
+            h = hidden[t0 : t0 + bt].to(acc)
             logits = h @ w.T
             dtanh = None
             if softcap is None:
@@ -142,21 +154,21 @@ def backward_grads(hidden, weight, labels, lse, g_tok, need_hidden: bool, need_w
                 dtanh = torch.mul(u, u).neg_().add_(1.0)
                 u.mul_(softcap)
             # In place on the logits tile: p = exp(z - lse), then dz = -g * p (+ g at the label below).
-            dz = logits.sub_(lse[t0:t0 + bt].unsqueeze(1)).exp_().mul_(-g.unsqueeze(1))
-            col, inside = _pick(dz, labels[t0:t0 + bt], v0)
+            dz = logits.sub_(lse[t0 : t0 + bt].unsqueeze(1)).exp_().mul_(-g.unsqueeze(1))
+            col, inside = _pick(dz, labels[t0 : t0 + bt], v0)
             dz.scatter_add_(1, col, torch.where(inside, g, 0.0).unsqueeze(1))
             if dtanh is not None:
                 dz.mul_(dtanh)
             if need_hidden:
-                gh[t0:t0 + bt].addmm_(dz, w)
+                gh[t0 : t0 + bt].addmm_(dz, w)
             if need_weight:
                 gw_tile.addmm_(dz.T, h)
             if need_bias:
                 gb_tile += dz.sum(dim=0)
         if need_weight:
-            gw[v0:v0 + bv] = gw_tile
+            gw[v0 : v0 + bv] = gw_tile
         if need_bias:
-            gb[v0:v0 + bv] = gb_tile
+            gb[v0 : v0 + bv] = gb_tile
     return (gh.to(hidden.dtype) if need_hidden else None), gw, gb
 
 
@@ -167,12 +179,34 @@ class TorchSeqLogps(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, labels, seq_index, num_seqs, ref_hidden, ref_weight, ref_bias, scale,
-                softcap, ignore_index):
+    def forward(
+        ctx,
+        hidden,
+        weight,
+        bias,
+        labels,
+        seq_index,
+        num_seqs,
+        ref_hidden,
+        ref_weight,
+        ref_bias,
+        scale,
+        softcap,
+        ignore_index,
+    ):
         mask = labels != ignore_index
         with torch.no_grad():
-            lse, z, ref_lse, ref_z = forward_stats(hidden, weight, labels, ref_hidden, ref_weight, bias=bias,
-                                                   ref_bias=ref_bias, scale=scale, softcap=softcap)
+            lse, z, ref_lse, ref_z = forward_stats(
+                hidden,
+                weight,
+                labels,
+                ref_hidden,
+                ref_weight,
+                bias=bias,
+                ref_bias=ref_bias,
+                scale=scale,
+                softcap=softcap,
+            )
             # Ignored tokens get lse = +inf: the backward's exp(z - lse) is then 0, never inf * (g = 0) = nan.
             lse = torch.where(mask, lse, float("inf"))
             tok = [torch.where(mask, z - lse, 0.0)]
@@ -196,6 +230,17 @@ class TorchSeqLogps(torch.autograd.Function):
         acc = acc_dtype(hidden.dtype)
         g_tok = torch.where(mask, grad_logps.to(acc)[seq_index], 0.0)
         scale, softcap = ctx.head
-        gh, gw, gb = backward_grads(hidden, weight, labels, lse, g_tok, need_h, need_w, bias=bias, scale=scale,
-                                    softcap=softcap, need_bias=need_b)
+        gh, gw, gb = backward_grads(
+            hidden,
+            weight,
+            labels,
+            lse,
+            g_tok,
+            need_h,
+            need_w,
+            bias=bias,
+            scale=scale,
+            softcap=softcap,
+            need_bias=need_b,
+        )
         return gh, gw, gb, *(None,) * 9

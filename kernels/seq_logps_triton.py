@@ -13,6 +13,7 @@ The transform is constexpr-flagged (HAS_BIAS, SCALED, HAS_SOFTCAP): a plain head
 Runs on CPU under TRITON_INTERPRET=1 (set before triton is imported) with small fixed blocks; autotuned on CUDA.
 Tested by: .venv/bin/python -m pytest tests/unit/test_seq_logps_triton.py -q
 """
+
 from __future__ import annotations
 
 import os
@@ -51,8 +52,7 @@ def _pre_cap(acc, Bp, offs_v, v_mask, mul, HAS_BIAS: tl.constexpr, SCALED: tl.co
 
 
 @triton.jit
-def _head(acc, Bp, offs_v, v_mask, mul, cap, HAS_BIAS: tl.constexpr, SCALED: tl.constexpr,
-          HAS_SOFTCAP: tl.constexpr):
+def _head(acc, Bp, offs_v, v_mask, mul, cap, HAS_BIAS: tl.constexpr, SCALED: tl.constexpr, HAS_SOFTCAP: tl.constexpr):
     """Transformed logits z of one fp32 tile of h @ W.T."""
     acc = _pre_cap(acc, Bp, offs_v, v_mask, mul, HAS_BIAS, SCALED)
     if HAS_SOFTCAP:
@@ -80,11 +80,46 @@ def _load_tile(ptr, offs_r, offs_d, s_r, s_d, r_mask, d_mask, UPCAST: tl.constex
 
 
 @triton.jit
-def _fwd_kernel(Hp, Wp, Bp, RHp, RWp, RBp, LAB, M, S, Z, RM, RS, RZ, T, V, D,
-                s_ht, s_hd, s_wv, s_wd, s_rht, s_rhd, s_rwv, s_rwd, ignore_index, mul, cap,
-                HAS_REF: tl.constexpr, SHARED_H: tl.constexpr, SHARED_W: tl.constexpr, HAS_BIAS: tl.constexpr,
-                SCALED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr,
-                BLOCK_T: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr):
+def _fwd_kernel(
+    Hp,
+    Wp,
+    Bp,
+    RHp,
+    RWp,
+    RBp,
+    LAB,
+    M,
+    S,
+    Z,
+    RM,
+    RS,
+    RZ,
+    T,
+    V,
+    D,
+    s_ht,
+    s_hd,
+    s_wv,
+    s_wd,
+    s_rht,
+    s_rhd,
+    s_rwv,
+    s_rwd,
+    ignore_index,
+    mul,
+    cap,
+    HAS_REF: tl.constexpr,
+    SHARED_H: tl.constexpr,
+    SHARED_W: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SCALED: tl.constexpr,
+    HAS_SOFTCAP: tl.constexpr,
+    UPCAST: tl.constexpr,
+    PREC: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_V: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     pid_t = tl.program_id(0)
     pid_s = tl.program_id(1)
     offs_t = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
@@ -144,10 +179,37 @@ def _fwd_kernel(Hp, Wp, Bp, RHp, RWp, RBp, LAB, M, S, Z, RM, RS, RZ, T, V, D,
 
 
 @triton.jit
-def _bwd_kernel(Hp, Wp, Bp, LAB, LSE, G, GH, GW, GB, T, V, D, s_ht, s_hd, s_wv, s_wd, mul, cap,
-                COMPUTE_GH: tl.constexpr, COMPUTE_GW: tl.constexpr, COMPUTE_GB: tl.constexpr, HAS_BIAS: tl.constexpr,
-                SCALED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr,
-                BLOCK_T: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr):
+def _bwd_kernel(
+    Hp,
+    Wp,
+    Bp,
+    LAB,
+    LSE,
+    G,
+    GH,
+    GW,
+    GB,
+    T,
+    V,
+    D,
+    s_ht,
+    s_hd,
+    s_wv,
+    s_wd,
+    mul,
+    cap,
+    COMPUTE_GH: tl.constexpr,
+    COMPUTE_GW: tl.constexpr,
+    COMPUTE_GB: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SCALED: tl.constexpr,
+    HAS_SOFTCAP: tl.constexpr,
+    UPCAST: tl.constexpr,
+    PREC: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_V: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     pid_t = tl.program_id(0)
     pid_v = tl.program_id(1)
     offs_t = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
@@ -190,26 +252,42 @@ def _bwd_kernel(Hp, Wp, Bp, LAB, LSE, G, GH, GW, GB, T, V, D, s_ht, s_hd, s_wv, 
         if COMPUTE_GH:
             w = _load_tile(Wp, offs_v, offs_d, s_wv, s_wd, v_mask, d_mask, UPCAST)
             gh_ptrs = GH + offs_t.to(tl.int64)[:, None] * D + offs_d[None, :]
-            tl.atomic_add(gh_ptrs, tl.dot(dz, w, input_precision=PREC), mask=t_mask[:, None] & d_mask[None, :],
-                          sem="relaxed")
+            tl.atomic_add(
+                gh_ptrs, tl.dot(dz, w, input_precision=PREC), mask=t_mask[:, None] & d_mask[None, :], sem="relaxed"
+            )
         if COMPUTE_GW:
             h = _load_tile(Hp, offs_t, offs_d, s_ht, s_hd, t_mask, d_mask, UPCAST)
             gw_ptrs = GW + offs_v.to(tl.int64)[:, None] * D + offs_d[None, :]
-            tl.atomic_add(gw_ptrs, tl.dot(tl.trans(dz), h, input_precision=PREC),
-                          mask=v_mask[:, None] & d_mask[None, :], sem="relaxed")
+            tl.atomic_add(
+                gw_ptrs,
+                tl.dot(tl.trans(dz), h, input_precision=PREC),
+                mask=v_mask[:, None] & d_mask[None, :],
+                sem="relaxed",
+            )
 
 
 def _configs():
-    shapes = [(64, 128, 64, 4, 3), (128, 128, 64, 8, 3), (64, 256, 64, 8, 3), (128, 64, 64, 4, 4),
-              (64, 64, 64, 4, 4), (128, 128, 32, 8, 4)]
-    return [triton.Config({"BLOCK_T": bt, "BLOCK_V": bv, "BLOCK_D": bd}, num_warps=w, num_stages=st)
-            for bt, bv, bd, w, st in shapes]
+    shapes = [
+        (64, 128, 64, 4, 3),
+        (128, 128, 64, 8, 3),
+        (64, 256, 64, 8, 3),
+        (128, 64, 64, 4, 4),
+        (64, 64, 64, 4, 4),
+        (128, 128, 32, 8, 4),
+    ]
+    return [
+        triton.Config({"BLOCK_T": bt, "BLOCK_V": bv, "BLOCK_D": bd}, num_warps=w, num_stages=st)
+        for bt, bv, bd, w, st in shapes
+    ]
 
 
 # T is left out of the keys: packed batches change T every step and should not re-tune each time.
 _fwd_tuned = triton.autotune(_configs(), key=["V", "D", "HAS_REF", "SHARED_W", "HAS_BIAS", "HAS_SOFTCAP"])(_fwd_kernel)
-_bwd_tuned = triton.autotune(_configs(), key=["V", "D", "COMPUTE_GH", "COMPUTE_GW", "COMPUTE_GB", "HAS_SOFTCAP"],
-                             reset_to_zero=["GH", "GW", "GB"])(_bwd_kernel)
+_bwd_tuned = triton.autotune(
+    _configs(),
+    key=["V", "D", "COMPUTE_GH", "COMPUTE_GW", "COMPUTE_GB", "HAS_SOFTCAP"],
+    reset_to_zero=["GH", "GW", "GB"],
+)(_bwd_kernel)
 
 
 def _kernel_args(dtype: torch.dtype):
@@ -233,8 +311,7 @@ def _default_splits(T: int, V: int, device: torch.device) -> int:
     return max(1, min(triton.cdiv(2 * n_sm, triton.cdiv(T, 64)), V // 4096))
 
 
-def _forward(hidden, weight, bias, labels, ref_hidden, ref_weight, ref_bias, scale, softcap, ignore_index,
-             num_splits):
+def _forward(hidden, weight, bias, labels, ref_hidden, ref_weight, ref_bias, scale, softcap, ignore_index, num_splits):
     """Per-token (lse, label_logit, ref_lse, ref_label_logit), fp32; ref entries None without a reference.
 
     ref_bias is the reference's own bias; the kernel reads both biases when bias is given (the public API resolves
@@ -250,11 +327,34 @@ def _forward(hidden, weight, bias, labels, ref_hidden, ref_weight, ref_bias, sca
     b = weight if bias is None else bias.contiguous()  # an unused pointer without a bias
     rb = b if ref_bias is None or ref_bias is bias else ref_bias.contiguous()
     mul, cap, head_flags = _head_args(bias, scale, softcap)
-    args = (hidden, weight, b, rh, rw, rb, labels, *parts[:3], *(parts[3:] if has_ref else parts[:3]), T, V, D,
-            hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
-            rh.stride(0), rh.stride(1), rw.stride(0), rw.stride(1), ignore_index, mul, cap)
-    flags = dict(HAS_REF=has_ref, SHARED_H=rh is hidden, SHARED_W=rw is weight, **head_flags,
-                 **_kernel_args(hidden.dtype))
+    args = (
+        hidden,
+        weight,
+        b,
+        rh,
+        rw,
+        rb,
+        labels,
+        *parts[:3],
+        *(parts[3:] if has_ref else parts[:3]),
+        T,
+        V,
+        D,
+        hidden.stride(0),
+        hidden.stride(1),
+        weight.stride(0),
+        weight.stride(1),
+        rh.stride(0),
+        rh.stride(1),
+        rw.stride(0),
+        rw.stride(1),
+        ignore_index,
+        mul,
+        cap,
+    )
+    flags = dict(
+        HAS_REF=has_ref, SHARED_H=rh is hidden, SHARED_W=rw is weight, **head_flags, **_kernel_args(hidden.dtype)
+    )
     if interpreting():
         grid = (triton.cdiv(T, INTERPRETER_BLOCKS["BLOCK_T"]), splits)
         _fwd_kernel[grid](*args, **flags, **INTERPRETER_BLOCKS)
@@ -280,16 +380,37 @@ def _backward(hidden, weight, bias, labels, lse, g_tok, need_h, need_w, need_b, 
     mul, cap, head_flags = _head_args(bias, scale, softcap)
     if scale != 1.0:  # dz/dpre carries a factor scale: applied once per token here
         g_tok = g_tok * scale
-    args = (hidden, weight, weight if bias is None else bias.contiguous(), labels, lse, g_tok, gh, gw, gb, T, V, D,
-            hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1), mul, cap)
+    args = (
+        hidden,
+        weight,
+        weight if bias is None else bias.contiguous(),
+        labels,
+        lse,
+        g_tok,
+        gh,
+        gw,
+        gb,
+        T,
+        V,
+        D,
+        hidden.stride(0),
+        hidden.stride(1),
+        weight.stride(0),
+        weight.stride(1),
+        mul,
+        cap,
+    )
     flags = dict(COMPUTE_GH=need_h, COMPUTE_GW=need_w, COMPUTE_GB=need_b, **head_flags, **_kernel_args(hidden.dtype))
     if interpreting():
         b = INTERPRETER_BLOCKS
         _bwd_kernel[(triton.cdiv(T, b["BLOCK_T"]), triton.cdiv(V, b["BLOCK_V"]))](*args, **flags, **b)
     else:
         _bwd_tuned[lambda meta: (triton.cdiv(T, meta["BLOCK_T"]), triton.cdiv(V, meta["BLOCK_V"]))](*args, **flags)
-    return (gh.to(hidden.dtype) if need_h else None, gw.to(weight.dtype) if need_w else None,
-            gb.to(bias.dtype) if need_b else None)
+    return (
+        gh.to(hidden.dtype) if need_h else None,
+        gw.to(weight.dtype) if need_w else None,
+        gb.to(bias.dtype) if need_b else None,
+    )
 
 
 class TritonSeqLogps(torch.autograd.Function):
@@ -299,15 +420,39 @@ class TritonSeqLogps(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, labels, seq_index, num_seqs, ref_hidden, ref_weight, ref_bias, scale,
-                softcap, ignore_index, num_splits=None):
+    def forward(
+        ctx,
+        hidden,
+        weight,
+        bias,
+        labels,
+        seq_index,
+        num_seqs,
+        ref_hidden,
+        ref_weight,
+        ref_bias,
+        scale,
+        softcap,
+        ignore_index,
+        num_splits=None,
+    ):
         labels = labels.contiguous()
         mask = labels != ignore_index
         same = ref_hidden is hidden and ref_weight is weight and ref_bias is bias  # policy == reference: compute once
         with torch.no_grad():
-            lse, z, ref_lse, ref_z = _forward(hidden, weight, bias, labels, None if same else ref_hidden,
-                                              None if same else ref_weight, None if same else ref_bias, scale,
-                                              softcap, ignore_index, num_splits)
+            lse, z, ref_lse, ref_z = _forward(
+                hidden,
+                weight,
+                bias,
+                labels,
+                None if same else ref_hidden,
+                None if same else ref_weight,
+                None if same else ref_bias,
+                scale,
+                softcap,
+                ignore_index,
+                num_splits,
+            )
             if same:
                 ref_lse, ref_z = lse, z
             # Ignored tokens (nan where a block was skipped) get lse = +inf: the backward's exp(z - lse) is then 0,

@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny Llama model dir (random weights, local tokenizer), built once per session."""
+
 from __future__ import annotations
 
 import os
@@ -10,7 +11,6 @@ if shutil.which("nvidia-smi") is None:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest
-
 from text_corpus import corpus, scored_rows, write_jsonl  # noqa: E402  (tests/text_corpus.py, shared with test modules)
 
 

@@ -1,5 +1,6 @@
 """Reward functions named by tests as `rollout.reward_fn=reward_fns:NAME` (tests/ is on sys.path in pytest; the
 integration tests put it on PYTHONPATH for the CLI)."""
+
 from __future__ import annotations
 
 

@@ -12,6 +12,7 @@ run_evaluate) on a config that passed the same checks (una_hpc.config.validate_c
 problem; ConfigWarning for keys without effect). Importing una_hpc is light: torch, transformers and the trainer
 load on the first call.
 """
+
 from __future__ import annotations
 
 import copy
@@ -25,8 +26,9 @@ __all__ = ["Config", "ConfigError", "ConfigWarning", "load_config", "resolve_con
 ConfigLike = Config | str | Path | None
 
 
-def resolve_config(config: ConfigLike = None, overrides: list[str] | dict[str, Any] | None = None,
-                   **sections: dict[str, Any]) -> Config:
+def resolve_config(
+    config: ConfigLike = None, overrides: list[str] | dict[str, Any] | None = None, **sections: dict[str, Any]
+) -> Config:
     """A validated Config from a Config (copied, never changed), a YAML path, or None (the defaults), with
     `overrides` ("key.sub=value" strings as on the command line, or {"key.sub": value}) and then `sections` (e.g.
     trainer={"max_steps": 2}) applied on top. Raises ConfigError with every problem, one line each; warns
@@ -44,8 +46,9 @@ def resolve_config(config: ConfigLike = None, overrides: list[str] | dict[str, A
     return validate_config(cfg)
 
 
-def train(config: ConfigLike = None, overrides: list[str] | dict[str, Any] | None = None,
-          **sections: dict[str, Any]) -> Path:
+def train(
+    config: ConfigLike = None, overrides: list[str] | dict[str, Any] | None = None, **sections: dict[str, Any]
+) -> Path:
     """Train as `una-hpc train` does (offline UNA, online UNA or PPO, by loss.name); returns the final model dir.
     Arguments as `resolve_config`."""
     from .cli import run_train
@@ -53,8 +56,9 @@ def train(config: ConfigLike = None, overrides: list[str] | dict[str, Any] | Non
     return run_train(resolve_config(config, overrides, **sections))
 
 
-def evaluate(config: ConfigLike = None, overrides: list[str] | dict[str, Any] | None = None,
-             **sections: dict[str, Any]) -> dict:
+def evaluate(
+    config: ConfigLike = None, overrides: list[str] | dict[str, Any] | None = None, **sections: dict[str, Any]
+) -> dict:
     """Evaluate trainer.output_dir/final as `una-hpc eval` does; returns its result dict (eval.json). Arguments as
     `resolve_config`."""
     from .cli import run_evaluate

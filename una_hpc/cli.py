@@ -10,6 +10,7 @@ Bad configuration or data is reported as one line per problem on stderr with exi
 config key without effect in the run is one `warning:` line (una_hpc/config.py). `run_train` and `run_evaluate`
 are what `train` and `eval` run on a loaded config; the Python API (una_hpc.train / una_hpc.evaluate) calls them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -115,16 +116,19 @@ def _data_check(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="una-hpc", description="UNA alignment training backend")
     sub = p.add_subparsers(dest="command", required=True)
-    for name, fn, help_ in (("train", _train, "train (offline UNA, online UNA or PPO, by loss.name)"),
-                            ("eval", _eval, "gold/RM reward, win rate and KL of a trained model"),
-                            ("demo", _demo, "embedded default end to end: SFT -> data -> UNA -> eval"),
-                            ("train-rm", _train_rm, "train a reward model (AutoModelForSequenceClassification)")):
+    for name, fn, help_ in (
+        ("train", _train, "train (offline UNA, online UNA or PPO, by loss.name)"),
+        ("eval", _eval, "gold/RM reward, win rate and KL of a trained model"),
+        ("demo", _demo, "embedded default end to end: SFT -> data -> UNA -> eval"),
+        ("train-rm", _train_rm, "train a reward model (AutoModelForSequenceClassification)"),
+    ):
         sp = sub.add_parser(name, help=help_)
         sp.add_argument("config", help="YAML config")
         sp.add_argument("overrides", nargs="*", help="key.sub=value")
         sp.set_defaults(fn=fn)
-    cp = sub.add_parser("config", help="every config key: type, value (default, or this config's), doc; then "
-                                       "the config's problems")
+    cp = sub.add_parser(
+        "config", help="every config key: type, value (default, or this config's), doc; then the config's problems"
+    )
     cp.add_argument("config", nargs="?", default=None, help="YAML config (optional)")
     cp.add_argument("overrides", nargs="*", help="key.sub=value")
     cp.set_defaults(fn=_config)

@@ -20,6 +20,7 @@ lora_rank=0 ("... is ignored by loss.name=dpo"). Overriding loss.name on the com
 another loss is the documented workflow, so what it leaves behind must not stop the run. Warnings are only for keys
 set away from their defaults; they are ConfigWarning (`warnings.warn`), which the CLI prints as `warning:` lines.
 """
+
 from __future__ import annotations
 
 import ast
@@ -74,7 +75,8 @@ class ModelConfig:
     lora_dropout: float = 0.0
     """Dropout on the LoRA input."""
     lora_target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
     """Module names LoRA adapts."""
     attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "eager"] = "auto"
     """auto = flash_attention_2 when flash_attn is installed on CUDA, else sdpa."""
@@ -96,7 +98,8 @@ class DataConfig:
     view: Literal["auto", "pairwise", "binary", "score", "mixed"] = "auto"
     """Which feedback view to derive from scored data; auto follows loss.name."""
     attribute_weights: dict[str, float] = field(
-        default_factory=lambda: {"helpfulness": 0.65, "correctness": 0.8, "coherence": 0.45})
+        default_factory=lambda: {"helpfulness": 0.65, "correctness": 0.8, "coherence": 0.45}
+    )
     """HelpSteer2 attribute weights for the combined score (0-4 attributes mapped to [0,1], renormalized)."""
     binary_threshold: float = 0.5
     """Scored -> binary view: score >= threshold is desirable."""
@@ -127,8 +130,7 @@ class LossConfig:
     """KTO lambda_D."""
     undesirable_weight: float = 1.0
     """KTO lambda_U."""
-    type_weights: dict[str, float] = field(
-        default_factory=lambda: {"pairwise": 1.0, "binary": 1.0, "score": 1.0})
+    type_weights: dict[str, float] = field(default_factory=lambda: {"pairwise": 1.0, "binary": 1.0, "score": 1.0})
     """Mixed head: weight of each feedback type's mean loss."""
     reward_normalize: Literal["sigmoid", "minmax", "zscore", "none"] = "sigmoid"
     """Online UNA: map the explicit rewards (reward-model logits or rollout.reward_fn values) to [0, 1]; `none`
@@ -445,8 +447,7 @@ def apply_values(cfg: Config, values: dict[str, Any]) -> Config:
     return cfg
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None, *,
-                validate: bool = True) -> Config:
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, *, validate: bool = True) -> Config:
     """Defaults <- YAML file <- overrides, then `validate_config` (ConfigError with every problem, one line each;
     ConfigWarning for keys without effect). Unknown keys and bad values are reported all at once too."""
     cfg = Config()
@@ -479,13 +480,26 @@ def save_config(cfg: Config, path: str | Path) -> None:
 
 # --- Validation: what load_config checks before anything runs (errors vs warnings: see the module docstring) -------
 
-LOSS_LOOPS: dict[str, str] = {"dpo": "offline", "kto": "offline", "una_binary": "offline", "una_score": "offline",
-                              "mixed": "offline", "una_online": "online", "ppo": "ppo"}
+LOSS_LOOPS: dict[str, str] = {
+    "dpo": "offline",
+    "kto": "offline",
+    "una_binary": "offline",
+    "una_score": "offline",
+    "mixed": "offline",
+    "una_online": "online",
+    "ppo": "ppo",
+}
 """loss.name -> the training loop that runs it: una_hpc.losses.LOSSES[name].loop, restated here because this module
 imports no torch (tests/unit/test_config.py keeps the two equal)."""
 LOSS_FEEDBACK: dict[str, tuple[str, ...]] = {
-    "dpo": ("pairwise",), "kto": ("binary",), "una_binary": ("binary",), "una_score": ("score",),
-    "mixed": ("pairwise", "binary", "score"), "una_online": ("score",), "ppo": ()}
+    "dpo": ("pairwise",),
+    "kto": ("binary",),
+    "una_binary": ("binary",),
+    "una_score": ("score",),
+    "mixed": ("pairwise", "binary", "score"),
+    "una_online": ("score",),
+    "ppo": (),
+}
 """loss.name -> the feedback types its head trains on (LOSSES[name].feedback_types)."""
 LOSS_KEYS: dict[str, tuple[str, ...]] = {
     "beta": ("dpo", "kto", "una_binary", "una_score", "mixed", "una_online"),
@@ -580,8 +594,10 @@ def _leaves(cfg: Config) -> typing.Iterator[tuple[str, Any]]:
 def _check_weights(key: str, weights: dict[str, float], out: list[str], valid: tuple[str, ...] | None = None) -> None:
     unknown = sorted(set(weights) - set(valid)) if valid is not None else []
     if unknown:
-        out.append(f"config key {key}: unknown entr{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}; "
-                   f"valid: {', '.join(valid or ())}")
+        out.append(
+            f"config key {key}: unknown entr{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}; "
+            f"valid: {', '.join(valid or ())}"
+        )
     values = [v for v in weights.values() if math.isfinite(v)]
     if len(values) == len(weights) and (any(v < 0 for v in values) or not sum(values) > 0):
         out.append(f"config key {key}: weights must be non-negative with a positive sum, got {_show(weights)}")
@@ -622,29 +638,40 @@ def config_errors(cfg: Config) -> list[str]:
     m, d, loss, tr, par, ro, ev = cfg.model, cfg.data, cfg.loss, cfg.trainer, cfg.parallel, cfg.rollout, cfg.eval
     _check_weights("data.attribute_weights", d.attribute_weights, out)
     _check_weights("loss.type_weights", loss.type_weights, out, valid=("pairwise", "binary", "score"))
-    if math.isfinite(loss.desirable_weight + loss.undesirable_weight) and \
-            loss.desirable_weight >= 0 and loss.undesirable_weight >= 0 and \
-            not loss.desirable_weight + loss.undesirable_weight > 0:
+    if (
+        math.isfinite(loss.desirable_weight + loss.undesirable_weight)
+        and loss.desirable_weight >= 0
+        and loss.undesirable_weight >= 0
+        and not loss.desirable_weight + loss.undesirable_weight > 0
+    ):
         out.append("loss.desirable_weight and loss.undesirable_weight are both 0: KTO would learn nothing")
 
     if tr.resume and tr.overwrite:
-        out.append("trainer.resume=true and trainer.overwrite=true contradict each other: resume continues the run "
-                   "in trainer.output_dir, overwrite replaces it; pass one")
+        out.append(
+            "trainer.resume=true and trainer.overwrite=true contradict each other: resume continues the run "
+            "in trainer.output_dir, overwrite replaces it; pass one"
+        )
     if tr.tensorboard and importlib.util.find_spec("tensorboard") is None:
-        out.append("trainer.tensorboard=true but tensorboard is not installed: pip install tensorboard "
-                   "(or trainer.tensorboard=false)")
+        out.append(
+            "trainer.tensorboard=true but tensorboard is not installed: pip install tensorboard "
+            "(or trainer.tensorboard=false)"
+        )
 
     if par.offload_optimizer and par.zero_stage == 0:
         out.append("parallel.offload_optimizer=true needs parallel.zero_stage >= 1 (ZeRO holds the optimizer state)")
     if par.offload_param and par.zero_stage != 3:
         out.append(f"parallel.offload_param=true needs parallel.zero_stage=3, got {par.zero_stage}")
     if par.backend == "deepspeed" and par.zero_stage == 0 and tr.dtype == "bfloat16":
-        out.append("trainer.dtype=bfloat16 under DeepSpeed needs parallel.zero_stage >= 1 (ZeRO-1 costs no more "
-                   "communication than stage 0)")
+        out.append(
+            "trainer.dtype=bfloat16 under DeepSpeed needs parallel.zero_stage >= 1 (ZeRO-1 costs no more "
+            "communication than stage 0)"
+        )
 
     if m.ref_path and m.lora_rank > 0:
-        out.append(f"model.ref_path={m.ref_path} is for full fine-tuning: with model.lora_rank={m.lora_rank} the "
-                   "reference is the policy with its adapter disabled; drop one of them")
+        out.append(
+            f"model.ref_path={m.ref_path} is for full fine-tuning: with model.lora_rank={m.lora_rank} the "
+            "reference is the policy with its adapter disabled; drop one of them"
+        )
     if m.lora_rank > 0 and not m.lora_target_modules:
         out.append("model.lora_target_modules is empty but model.lora_rank > 0: name the modules LoRA adapts")
 
@@ -652,30 +679,41 @@ def config_errors(cfg: Config) -> list[str]:
     if loop == "offline":
         types_ = LOSS_FEEDBACK.get(loss.name, ())
         if d.view == "mixed" and len(types_) < 2:
-            out.append(f"data.view=mixed mixes pairwise, binary and score examples, but loss.name={loss.name} trains "
-                       f"on {', '.join(types_)} only: use loss.name=mixed or data.view=auto")
+            out.append(
+                f"data.view=mixed mixes pairwise, binary and score examples, but loss.name={loss.name} trains "
+                f"on {', '.join(types_)} only: use loss.name=mixed or data.view=auto"
+            )
         elif d.view not in ("auto", "mixed") and d.view not in types_:
-            out.append(f"data.view={d.view} gives {d.view} examples, which loss.name={loss.name} cannot train on "
-                       f"(it takes {', '.join(types_)}): use data.view=auto")
+            out.append(
+                f"data.view={d.view} gives {d.view} examples, which loss.name={loss.name} cannot train on "
+                f"(it takes {', '.join(types_)}): use data.view=auto"
+            )
         if ev.every > 0:
             if tr.log_every >= 1 and ev.every % tr.log_every:
-                out.append(f"eval.every={ev.every} must be a multiple of trainer.log_every={tr.log_every} (the eval_* "
-                           "keys ride on that step's metrics row)")
+                out.append(
+                    f"eval.every={ev.every} must be a multiple of trainer.log_every={tr.log_every} (the eval_* "
+                    "keys ride on that step's metrics row)"
+                )
             if par.zero_stage == 3 or par.tp_size > 1:
-                out.append("eval.every evaluates on rank 0 alone: use parallel.zero_stage <= 2 and "
-                           "parallel.tp_size=1")
+                out.append("eval.every evaluates on rank 0 alone: use parallel.zero_stage <= 2 and parallel.tp_size=1")
             if d.path and not d.eval_path:
                 out.append("eval.every needs held-out prompts: set data.eval_path (a file with a `prompt` column)")
     else:
         if tr.max_length <= ro.max_new_tokens:
-            out.append(f"trainer.max_length={tr.max_length} leaves no room for a prompt: it must exceed "
-                       f"rollout.max_new_tokens={ro.max_new_tokens} (loss.name={loss.name} generates)")
+            out.append(
+                f"trainer.max_length={tr.max_length} leaves no room for a prompt: it must exceed "
+                f"rollout.max_new_tokens={ro.max_new_tokens} (loss.name={loss.name} generates)"
+            )
         if par.zero_stage == 3 or par.tp_size > 1:
-            out.append("online runs sync unpartitioned weights into the rollout engine: use parallel.zero_stage "
-                       "<= 2 and parallel.tp_size=1")
+            out.append(
+                "online runs sync unpartitioned weights into the rollout engine: use parallel.zero_stage "
+                "<= 2 and parallel.tp_size=1"
+            )
         if ro.reward_fn and ro.reward_model:
-            out.append(f"rollout.reward_fn={ro.reward_fn} and rollout.reward_model={ro.reward_model}: the explicit "
-                       "reward comes from one of them; empty the other")
+            out.append(
+                f"rollout.reward_fn={ro.reward_fn} and rollout.reward_model={ro.reward_model}: the explicit "
+                "reward comes from one of them; empty the other"
+            )
     return out
 
 
@@ -704,18 +742,23 @@ def config_warnings(cfg: Config) -> list[str]:
     loop = LOSS_LOOPS.get(name, "offline")
     for key, users in LOSS_KEYS.items():
         if hasattr(loss, key) and name not in users and _changed(loss, key):
-            out.append(f"loss.{key}={_show(getattr(loss, key))} is ignored by loss.name={name} (read by "
-                       f"{', '.join(users)})")
+            out.append(
+                f"loss.{key}={_show(getattr(loss, key))} is ignored by loss.name={name} (read by {', '.join(users)})"
+            )
     if name != "ppo":
         for f in dataclasses.fields(cfg.ppo):
             if _changed(cfg.ppo, f.name):
-                out.append(f"ppo.{f.name}={_show(getattr(cfg.ppo, f.name))} is ignored by loss.name={name} (only "
-                           "loss.name=ppo reads ppo.*)")
+                out.append(
+                    f"ppo.{f.name}={_show(getattr(cfg.ppo, f.name))} is ignored by loss.name={name} (only "
+                    "loss.name=ppo reads ppo.*)"
+                )
     if loop == "offline":
         for f in dataclasses.fields(ro):
             if f.name not in ("reward_model", "reward_fn") and _changed(ro, f.name):
-                out.append(f"rollout.{f.name}={_show(getattr(ro, f.name))} is ignored by loss.name={name} (an "
-                           "offline loss generates nothing)")
+                out.append(
+                    f"rollout.{f.name}={_show(getattr(ro, f.name))} is ignored by loss.name={name} (an "
+                    "offline loss generates nothing)"
+                )
     else:
         why = f"is ignored by loss.name={name} (it trains on its own rollouts)"
         for key in ("view", "binary_threshold", "truncation", "ref_cache"):
@@ -725,23 +768,27 @@ def config_warnings(cfg: Config) -> list[str]:
             out.append(f"eval.every={ev.every} is ignored by loss.name={name} (offline training only)")
         per_step = ro.prompts_per_step * ro.samples_per_prompt
         if _changed(tr, "batch_size") and tr.batch_size != per_step:
-            out.append(f"trainer.batch_size={tr.batch_size} is ignored by loss.name={name}: a step trains on "
-                       f"rollout.prompts_per_step x rollout.samples_per_prompt = {per_step} responses")
+            out.append(
+                f"trainer.batch_size={tr.batch_size} is ignored by loss.name={name}: a step trains on "
+                f"rollout.prompts_per_step x rollout.samples_per_prompt = {per_step} responses"
+            )
     if m.lora_rank == 0:
         for key in ("lora_alpha", "lora_dropout", "lora_target_modules"):
             if _changed(m, key):
-                out.append(f"model.{key}={_show(getattr(m, key))} is ignored with model.lora_rank=0 (full "
-                           "fine-tuning)")
+                out.append(f"model.{key}={_show(getattr(m, key))} is ignored with model.lora_rank=0 (full fine-tuning)")
     if par.backend == "none":
         for key in ("zero_stage", "tp_size", "offload_optimizer", "offload_param"):
             if _changed(par, key):
-                out.append(f"parallel.{key}={_show(getattr(par, key))} is ignored by parallel.backend=none (single "
-                           "process, plain torch)")
+                out.append(
+                    f"parallel.{key}={_show(getattr(par, key))} is ignored by parallel.backend=none (single "
+                    "process, plain torch)"
+                )
     if not d.packing:
         out.append("data.packing=false is ignored: not wired yet, the offline and online loops always pack")
     if not d.path and d.format not in ("score", "helpsteer2"):
-        out.append(f"data.format={d.format} is ignored: data.path is empty, so the embedded task's helpsteer2 data "
-                   "is used")
+        out.append(
+            f"data.format={d.format} is ignored: data.path is empty, so the embedded task's helpsteer2 data is used"
+        )
     return out
 
 
@@ -759,6 +806,7 @@ def validate_config(cfg: Config, *, warn: bool = True) -> Config:
 
 # --- Documentation: every key with its type, value, default and docstring (`una-hpc config`) ------------------------
 
+
 @functools.lru_cache(maxsize=1)
 def _class_docs() -> dict[str, tuple[str, dict[str, str]]]:
     """Class name -> (class docstring, field -> the docstring under it), read from this module's source."""
@@ -769,8 +817,13 @@ def _class_docs() -> dict[str, tuple[str, dict[str, str]]]:
             continue
         fields: dict[str, str] = {}
         for a, b in zip(node.body, node.body[1:]):
-            if (isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name) and isinstance(b, ast.Expr)
-                    and isinstance(b.value, ast.Constant) and isinstance(b.value.value, str)):
+            if (
+                isinstance(a, ast.AnnAssign)
+                and isinstance(a.target, ast.Name)
+                and isinstance(b, ast.Expr)
+                and isinstance(b.value, ast.Constant)
+                and isinstance(b.value.value, str)
+            ):
                 fields[a.target.id] = " ".join(b.value.value.split())
         out[node.name] = (" ".join((ast.get_docstring(node) or "").split()), fields)
     return out
@@ -779,9 +832,12 @@ def _class_docs() -> dict[str, tuple[str, dict[str, str]]]:
 def field_docs() -> dict[str, str]:
     """Dotted key -> its field docstring (whitespace collapsed), for every key of Config."""
     docs = _class_docs()
-    return {f"{sec.name}.{f.name}": docs.get(type(section).__name__, ("", {}))[1].get(f.name, "")
-            for sec in dataclasses.fields(Config) for section in [getattr(Config(), sec.name)]
-            for f in dataclasses.fields(section)}
+    return {
+        f"{sec.name}.{f.name}": docs.get(type(section).__name__, ("", {}))[1].get(f.name, "")
+        for sec in dataclasses.fields(Config)
+        for section in [getattr(Config(), sec.name)]
+        for f in dataclasses.fields(section)
+    }
 
 
 def _type_name(tp: Any) -> str:
@@ -814,15 +870,28 @@ def config_fields(cfg: Config | None = None) -> list[FieldInfo]:
         hints = _section_types(section)
         for f in dataclasses.fields(section):
             key = f"{sec.name}.{f.name}"
-            out.append(FieldInfo(key, _type_name(hints[f.name]), getattr(section, f.name),
-                                 getattr(getattr(defaults, sec.name), f.name), docs.get(key, "")))
+            out.append(
+                FieldInfo(
+                    key,
+                    _type_name(hints[f.name]),
+                    getattr(section, f.name),
+                    getattr(getattr(defaults, sec.name), f.name),
+                    docs.get(key, ""),
+                )
+            )
     return out
 
 
 def describe(cfg: Config | None = None, width: int = 118) -> str:
     """Every key grouped by section: `key (type) = value`, `[default: x]` where the value differs, then its doc."""
-    lines = [textwrap.fill("Configuration keys: YAML sections, or `key.sub=value` on the command line. Values are "
-                           "this config's; [default: x] marks a changed one.", width), ""]
+    lines = [
+        textwrap.fill(
+            "Configuration keys: YAML sections, or `key.sub=value` on the command line. Values are "
+            "this config's; [default: x] marks a changed one.",
+            width,
+        ),
+        "",
+    ]
     class_docs = _class_docs()
     by_section: dict[str, list[FieldInfo]] = {}
     for info in config_fields(cfg):
@@ -837,7 +906,8 @@ def describe(cfg: Config | None = None, width: int = 118) -> str:
             if info.value != info.default:
                 head += f"  [default: {_show(info.default)}]"
             lines.append(head)
-            lines.append(textwrap.fill(info.doc or "(undocumented)", width, initial_indent="      ",
-                                       subsequent_indent="      "))
+            lines.append(
+                textwrap.fill(info.doc or "(undocumented)", width, initial_indent="      ", subsequent_indent="      ")
+            )
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"

@@ -9,6 +9,7 @@ HF_HUB_OFFLINE=1 (then only the local cache is read), exactly as transformers an
 loading needs (configs, tokenizer files, safetensors; `.bin` weights only when a repo has no safetensors), never
 remote code. Anything that fails is one line naming the setting and the id.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -44,8 +45,10 @@ def local_dir(name: str, *, setting: str = "model.path", repo_type: str = "model
         if repo_type == "model" and not any(snap.glob("*.safetensors")):
             snap = Path(snapshot_download(repo_id=name, repo_type=repo_type, allow_patterns=LEGACY_WEIGHTS))
     except LocalEntryNotFoundError:
-        raise HubError(f"{setting} {name}: no such local path, and the Hub id is not in the local cache "
-                       "(HF_HUB_OFFLINE is set or the Hub cannot be reached)") from None
+        raise HubError(
+            f"{setting} {name}: no such local path, and the Hub id is not in the local cache "
+            "(HF_HUB_OFFLINE is set or the Hub cannot be reached)"
+        ) from None
     except HFValidationError:
         raise HubError(f"{setting} {name}: no such local path, and not a valid Hub id") from None
     except Exception as e:  # noqa: BLE001 - network, auth, missing repo: one line, whatever the cause

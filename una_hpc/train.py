@@ -4,6 +4,7 @@
 
 The deepspeed launcher appends `--local_rank=N`; the rank comes from the environment, so it is dropped here.
 """
+
 from __future__ import annotations
 
 import sys

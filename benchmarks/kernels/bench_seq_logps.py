@@ -12,6 +12,7 @@ triton (fused kernel), and when installed liger (Liger-Kernel fused linear cross
 each run twice (policy with grad, reference without) as the peers' equivalent; peers reduce to one summed loss rather
 than per-sequence sums. Every (variant, shape) runs in its own subprocess so peak memory is measured in isolation.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,15 +29,24 @@ ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 VARIANTS = ("naive", "torch", "triton", "liger", "cce")
 # Dense bf16 tensor-core peaks (no sparsity), TFLOP/s, matched against torch.cuda.get_device_name().
-BF16_PEAK_TFLOPS = [("H200", 989.0), ("H100 NVL", 835.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("B200", 2250.0),
-                    ("A100", 312.0), ("L40S", 362.0), ("RTX 4090", 165.0), ("A10G", 70.0)]
+BF16_PEAK_TFLOPS = [
+    ("H200", 989.0),
+    ("H100 NVL", 835.0),
+    ("H100 PCIe", 756.0),
+    ("H100", 989.0),
+    ("B200", 2250.0),
+    ("A100", 312.0),
+    ("L40S", 362.0),
+    ("RTX 4090", 165.0),
+    ("A10G", 70.0),
+]
 GPU_GRID = [(t, 4096, v) for t in (4096, 16384) for v in (32768, 131072, 262144)]
 QUICK_GRID = [(1024, 64, 16384), (2048, 64, 32768)]
 TINY = (64, 32, 512)  # the only CPU shape for the Triton interpreter (numpy per tile op: very slow)
 TOKENS_PER_SEQ = 256
 # On CPU, RSS growth carries tens of MiB of allocator / library noise: memory ratios are only reported where one fp32
 # [T, V] logits tensor is at least this large.
-CPU_MIN_LOGITS_BYTES = 64 * 2 ** 20
+CPU_MIN_LOGITS_BYTES = 64 * 2**20
 
 
 def flops(T: int, H: int, V: int) -> int:
@@ -58,15 +68,16 @@ def _make_step(variant: str, T: int, H: int, V: int, dtype, device):
 
     g = torch.Generator(device="cpu").manual_seed(0)
     hidden = torch.randn(T, H, generator=g).to(device, dtype).requires_grad_()
-    weight = (torch.randn(V, H, generator=g) * H ** -0.5).to(device, dtype).requires_grad_()
+    weight = (torch.randn(V, H, generator=g) * H**-0.5).to(device, dtype).requires_grad_()
     ref_hidden = torch.randn(T, H, generator=g).to(device, dtype)
-    ref_weight = (torch.randn(V, H, generator=g) * H ** -0.5).to(device, dtype)
+    ref_weight = (torch.randn(V, H, generator=g) * H**-0.5).to(device, dtype)
     labels = torch.randint(0, V, (T,), generator=g).to(device)  # no ignored tokens: every variant does 8THV
     S = max(1, T // TOKENS_PER_SEQ)
     seq_index = (torch.arange(T) * S // T).to(device)
     upstream = torch.randn(S, generator=g).to(device)
 
     if variant == "naive":
+
         def logps(h, w):
             tok = torch.log_softmax((h @ w.T).float(), dim=-1).gather(1, labels[:, None]).squeeze(1)
             return torch.zeros(S, device=device).index_add(0, seq_index, tok)
@@ -80,8 +91,9 @@ def _make_step(variant: str, T: int, H: int, V: int, dtype, device):
         from una_hpc.kernels import seq_logps
 
         def step():
-            pol, ref = seq_logps(hidden, weight, labels, seq_index, S, ref_hidden=ref_hidden, ref_weight=ref_weight,
-                                 backend=variant)
+            pol, ref = seq_logps(
+                hidden, weight, labels, seq_index, S, ref_hidden=ref_hidden, ref_weight=ref_weight, backend=variant
+            )
             ((pol - ref) * upstream).sum().backward()
     elif variant == "liger":
         from liger_kernel.transformers.fused_linear_cross_entropy import LigerFusedLinearCrossEntropyLoss
@@ -107,6 +119,7 @@ def _make_step(variant: str, T: int, H: int, V: int, dtype, device):
     def run():
         hidden.grad = weight.grad = None
         step()
+
     return run
 
 
@@ -156,9 +169,14 @@ def machine() -> dict:
             cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
     except OSError:
         pass
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu_model": cpu,
-            "cpu_count": os.cpu_count(), "torch": torch.__version__,
-            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_model": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
     try:
         import triton
 
@@ -186,8 +204,14 @@ def run_one(variant: str, shape, dtype: str, repeat: int, timeout: int) -> dict:
     if variant == "triton" and not _cuda():
         env["TRITON_INTERPRET"] = "1"
     try:
-        out = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True,
-                             text=True, timeout=timeout, env=env, cwd=ROOT)
+        out = subprocess.run(
+            [sys.executable, __file__, "--worker", json.dumps(spec)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            cwd=ROOT,
+        )
     except subprocess.TimeoutExpired:
         return {**spec, "status": f"timeout after {timeout}s"}
     if out.returncode != 0:
@@ -208,7 +232,7 @@ def plan(quick: bool, gpu: bool, variants) -> list[tuple[str, tuple[int, int, in
     if gpu:
         grid = GPU_GRID[:2] if quick else GPU_GRID
         return [(v, s) for s in grid for v in variants]
-    for shape in (QUICK_GRID if quick else QUICK_GRID + [(4096, 64, 32768)]):
+    for shape in QUICK_GRID if quick else QUICK_GRID + [(4096, 64, 32768)]:
         jobs += [(v, shape) for v in variants if v in ("naive", "torch")]
     jobs += [(v, TINY) for v in variants if v in ("naive", "torch", "triton")]
     return jobs
@@ -251,7 +275,7 @@ def plot(rows: list[dict], info: dict, path: Path) -> None:
                 r = next((r for r in ok if r["variant"] == v and (r["T"], r["H"], r["V"]) == s), None)
                 if r and not (key == "peak_bytes" and "memory_note" in r):  # unmeasurable CPU points left out
                     xs.append(i + j * width)
-                    ys.append(max(r[key] / (2 ** 20 if key == "peak_bytes" else 1), 1e-3))
+                    ys.append(max(r[key] / (2**20 if key == "peak_bytes" else 1), 1e-3))
             if not xs:
                 continue
             interp = any(r["variant"] == v and r.get("interpreter") for r in ok)
@@ -264,8 +288,11 @@ def plot(rows: list[dict], info: dict, path: Path) -> None:
         ax.legend(fontsize=8)
     where = info["gpu"] or f"{info['cpu_model']} x{info['cpu_count']} CPUs"
     load = info["loadavg_before_after"][0][0]  # other work on a shared machine inflates CPU times
-    fig.suptitle(f"seq_logps policy+reference ({rows[0]['dtype'] if rows else ''}) on {where} "
-                 f"[{info['platform']}], load average at start {load:.1f}", fontsize=9)
+    fig.suptitle(
+        f"seq_logps policy+reference ({rows[0]['dtype'] if rows else ''}) on {where} "
+        f"[{info['platform']}], load average at start {load:.1f}",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -295,8 +322,10 @@ def main(argv=None) -> int:
     variants = [v for v in wanted if v not in skipped]
     notes = []
     if not gpu and "triton" in variants:
-        notes.append(f"CPU: triton runs under TRITON_INTERPRET=1 (numpy per tile op), only at T,H,V={TINY}; its time "
-                     "measures the interpreter, not the kernel")
+        notes.append(
+            f"CPU: triton runs under TRITON_INTERPRET=1 (numpy per tile op), only at T,H,V={TINY}; its time "
+            "measures the interpreter, not the kernel"
+        )
     for v, why in skipped.items():
         notes.append(f"{v} skipped: {why}")
     for n in notes:
@@ -308,7 +337,7 @@ def main(argv=None) -> int:
         r = run_one(variant, shape, dtype, 1 if (variant == "triton" and not gpu) else repeat, args.timeout)
         r["interpreter"] = variant == "triton" and not gpu
         rows.append(r)
-        msg = f"{r['ms']:.1f} ms, peak {r['peak_bytes'] / 2 ** 20:.1f} MiB" if r["status"] == "ok" else r["status"]
+        msg = f"{r['ms']:.1f} ms, peak {r['peak_bytes'] / 2**20:.1f} MiB" if r["status"] == "ok" else r["status"]
         print(f"{variant:7s} T={shape[0]:6d} H={shape[1]:5d} V={shape[2]:7d}: {msg}", flush=True)
     peak = peak_tflops(info["gpu"])
     add_ratios(rows, peak, gpu)
@@ -318,21 +347,32 @@ def main(argv=None) -> int:
     prefix.parent.mkdir(parents=True, exist_ok=True)
     report = {
         "benchmark": "seq_logps: policy fwd+bwd + reference fwd, per-sequence log-prob sums",
-        "machine": info, "dtype": dtype, "quick": args.quick, "wall_s": round(time.time() - started, 1),
+        "machine": info,
+        "dtype": dtype,
+        "quick": args.quick,
+        "wall_s": round(time.time() - started, 1),
         "method": {
             "timing": f"median of {repeat} runs after one warm-up run, time.perf_counter"
-                      + (" with torch.cuda.synchronize" if gpu else "") + "; each (variant, shape) in its own process",
-            "memory": ("torch.cuda.max_memory_allocated() minus memory_allocated() after the inputs were allocated"
-                       if gpu else "peak RSS growth: VmHWM (reset after the inputs were allocated) minus the RSS then, "
-                       "allocated (after a 16-token warm-up), in a fresh process; includes allocator slack; ratios "
-                       "only where one fp32 [T, V] tensor >= 64 MiB"),
+            + (" with torch.cuda.synchronize" if gpu else "")
+            + "; each (variant, shape) in its own process",
+            "memory": (
+                "torch.cuda.max_memory_allocated() minus memory_allocated() after the inputs were allocated"
+                if gpu
+                else "peak RSS growth: VmHWM (reset after the inputs were allocated) minus the RSS then, "
+                "allocated (after a 16-token warm-up), in a fresh process; includes allocator slack; ratios "
+                "only where one fp32 [T, V] tensor >= 64 MiB"
+            ),
             "flops": "8*T*H*V useful FLOPs (policy fwd 2 + bwd 4, reference fwd 2); recomputation not counted",
-            "peak_tflops": peak, "peak_note": "dense bf16 tensor-core peak by device name" if peak else
-            "no peak fraction (CPU or unknown GPU)",
+            "peak_tflops": peak,
+            "peak_note": "dense bf16 tensor-core peak by device name"
+            if peak
+            else "no peak fraction (CPU or unknown GPU)",
             "labels": f"all tokens valid (no ignore_index), {TOKENS_PER_SEQ} tokens per sequence",
             "ratios": "time_vs_naive and memory_vs_naive against the naive run of the same shape in this invocation",
         },
-        "notes": notes, "skipped": skipped, "results": rows,
+        "notes": notes,
+        "skipped": skipped,
+        "results": rows,
     }
     prefix.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     plot(rows, info, prefix.with_suffix(".png"))
@@ -340,8 +380,10 @@ def main(argv=None) -> int:
     for r in rows:
         if r.get("time_vs_naive") is not None and r["variant"] != "naive":
             mem = "n/a" if r["memory_vs_naive"] is None else f"x{r['memory_vs_naive']:.3f}"
-            print(f"  {r['variant']:7s} T={r['T']} H={r['H']} V={r['V']}: time x{r['time_vs_naive']:.2f}, "
-                  f"memory {mem} vs naive, {r['tflops']:.3g} TFLOP/s")
+            print(
+                f"  {r['variant']:7s} T={r['T']} H={r['H']} V={r['V']}: time x{r['time_vs_naive']:.2f}, "
+                f"memory {mem} vs naive, {r['tflops']:.3g} TFLOP/s"
+            )
     return 0
 
 

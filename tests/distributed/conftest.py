@@ -1,4 +1,5 @@
 """Fixtures for the distributed tests: a tiny Llama whose attention AutoTP can shard (2 KV heads)."""
+
 from __future__ import annotations
 
 import random

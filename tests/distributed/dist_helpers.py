@@ -1,4 +1,5 @@
 """Helpers for the distributed tests: launching `deepspeed` on CPU and picking free ports."""
+
 from __future__ import annotations
 
 import os
@@ -19,7 +20,19 @@ def free_port() -> int:
 
 def deepspeed_launch(script: Path, args: list[str], nprocs: int = 2, timeout: int = 300) -> subprocess.CompletedProcess:
     """launch/cpu.sh with UNA_ENTRY=script: `deepspeed --num_gpus N --no_local_rank script args` on CPU (gloo)."""
-    env = {**os.environ, "UNA_ENTRY": str(script), "NPROC": str(nprocs), "MASTER_PORT": str(free_port()),
-           "UNA_DEEPSPEED": str(Path(sys.executable).parent / "deepspeed"), "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(["bash", str(REPO / "launch" / "cpu.sh"), *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO)
+    env = {
+        **os.environ,
+        "UNA_ENTRY": str(script),
+        "NPROC": str(nprocs),
+        "MASTER_PORT": str(free_port()),
+        "UNA_DEEPSPEED": str(Path(sys.executable).parent / "deepspeed"),
+        "PYTHONUNBUFFERED": "1",
+    }
+    return subprocess.run(
+        ["bash", str(REPO / "launch" / "cpu.sh"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )

@@ -14,6 +14,7 @@ test isolates the sharded head; packing itself is tested in tests/unit/test_arch
 force the chunked path and the recompute in backward.
 Tolerance (fp32): values 1e-4 nats per labelled token; every gradient 1e-4 of its own largest entry.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,6 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-
 from arch_models import ARCHS, VOCAB, save_tiny
 from dist_helpers import free_port
 
@@ -75,7 +75,7 @@ def packed_labels(seqs) -> tuple[torch.Tensor, torch.Tensor]:
     labels, seq_index = [], []
     for s, (ids, prompt_len) in enumerate(seqs):
         lab = [-100] * len(ids)
-        lab[prompt_len - 1:len(ids) - 1] = ids[prompt_len:]
+        lab[prompt_len - 1 : len(ids) - 1] = ids[prompt_len:]
         labels += lab
         seq_index += [s] * len(ids)
     return torch.tensor(labels), torch.tensor(seq_index)
@@ -102,8 +102,19 @@ def compare(name: str, path: str, group, rank: int) -> dict:
     h = hidden.clone().requires_grad_(True)
     w_shard = head.weight.detach()[lo:hi].clone().requires_grad_(True)
     b_shard = None if head.bias is None else head.bias.detach()[lo:hi].clone().requires_grad_(True)
-    got = vocab_parallel_seq_logps(h, w_shard, lo, labels, seq_index, len(seqs), group, bias_shard=b_shard,
-                                   scale=head.scale, softcap=head.softcap, chunk_size=8)
+    got = vocab_parallel_seq_logps(
+        h,
+        w_shard,
+        lo,
+        labels,
+        seq_index,
+        len(seqs),
+        group,
+        bias_shard=b_shard,
+        scale=head.scale,
+        softcap=head.softcap,
+        chunk_size=8,
+    )
     (got.double() * upstream).sum().backward()
     with torch.no_grad():  # the same head with its transform dropped: must be far off, or the test proves nothing
         plain = vocab_parallel_seq_logps(hidden, w_shard, lo, labels, seq_index, len(seqs), group, chunk_size=8)
@@ -139,8 +150,12 @@ def test_vocab_parallel_heads_equal_hf(tmp_path):
         assert set(results) == set(MODELS)
         for name, r in results.items():
             t = r["transform"]
-            assert {"gemma2": t["softcap"] == 3.0, "phi": t["bias"], "cohere": t["scale"] == 0.25,
-                    "granite": math.isclose(t["scale"], 1 / 4.0)}[name], (name, t)
+            assert {
+                "gemma2": t["softcap"] == 3.0,
+                "phi": t["bias"],
+                "cohere": t["scale"] == 0.25,
+                "granite": math.isclose(t["scale"], 1 / 4.0),
+            }[name], (name, t)
             assert r["values_over_tol"] <= 1.0, (rank, name, r)
             assert r["plain_min_gap"] > 1e-2, (rank, name, r)  # the transform changes every sequence
             assert r["grad_hidden_scale"] > 0 and r["grad_hidden"] <= GRAD_TOL, (rank, name, r)

@@ -7,6 +7,7 @@ batch of 8 examples (2 data-parallel ranks x 2 micro-batches, or 2 TP ranks) and
 the LocalEngine reference. Tolerances (fp32 on CPU, reductions in another order): losses and grad norms within 2e-5
 relative, logps within 1e-5 relative; observed at most 5e-6.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -16,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from dist_helpers import HERE, deepspeed_launch
 
 pytestmark = pytest.mark.slow

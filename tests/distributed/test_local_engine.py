@@ -1,7 +1,8 @@
 """Single-process LocalEngine and the pieces both engines share (schedule, param groups, DS config, consolidation).
 
-    .venv/bin/python -m pytest tests/distributed/test_local_engine.py -q      (about 20 s)
+.venv/bin/python -m pytest tests/distributed/test_local_engine.py -q      (about 20 s)
 """
+
 from __future__ import annotations
 
 import copy
@@ -13,8 +14,16 @@ from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
 from una_hpc.config import Config
 from una_hpc.losses import LOSSES, SCORE, SeqTargets
-from una_hpc.parallel import (build_ds_config, build_engine, consolidate_to_hf, lr_lambda, merge_lora, param_groups,
-                              reference_seq_logps, select_backend)
+from una_hpc.parallel import (
+    build_ds_config,
+    build_engine,
+    consolidate_to_hf,
+    lr_lambda,
+    merge_lora,
+    param_groups,
+    reference_seq_logps,
+    select_backend,
+)
 from una_hpc.parallel.checkpoint import staged_dir
 from una_hpc.parallel.local_engine import LocalEngine
 
@@ -51,8 +60,9 @@ def micro_loss(engine, cfg, ids, labels, scores, ref, total: int):
         logps, _ = engine.seq_logps(hidden, labels, seq_index, len(ids))
     kind = torch.full((len(ids),), SCORE)
     head = LOSSES["una_score"]
-    return head.loss(head(logps, ref, SeqTargets(kind, torch.full_like(kind, -1), scores), cfg.loss),
-                     {"score": total}, cfg.loss)
+    return head.loss(
+        head(logps, ref, SeqTargets(kind, torch.full_like(kind, -1), scores), cfg.loss), {"score": total}, cfg.loss
+    )
 
 
 def train_step(engine, cfg, data, ref, split: list[int]) -> dict:
@@ -71,8 +81,9 @@ def initial_ref(model, data) -> torch.Tensor:
     ids, labels, _ = data
     h = model.model(input_ids=ids).last_hidden_state
     seq_index = torch.arange(len(ids)).unsqueeze(1).expand_as(ids)
-    return reference_seq_logps(h.reshape(-1, h.shape[-1]), model.lm_head.weight, labels.reshape(-1),
-                               seq_index.reshape(-1), len(ids))[0]
+    return reference_seq_logps(
+        h.reshape(-1, h.shape[-1]), model.lm_head.weight, labels.reshape(-1), seq_index.reshape(-1), len(ids)
+    )[0]
 
 
 def test_lr_schedule_and_param_groups(tiny_model_dir):
@@ -87,8 +98,11 @@ def test_lr_schedule_and_param_groups(tiny_model_dir):
     decay, no_decay = param_groups(model, 0.1)
     names = {id(p): n for n, p in model.named_parameters()}
     assert all(p.ndim == 2 for p in decay["params"]) and decay["weight_decay"] == 0.1
-    assert {names[id(p)].split(".")[-2] for p in no_decay["params"]} == {"input_layernorm",
-                                                                       "post_attention_layernorm", "norm"}
+    assert {names[id(p)].split(".")[-2] for p in no_decay["params"]} == {
+        "input_layernorm",
+        "post_attention_layernorm",
+        "norm",
+    }
     assert no_decay["weight_decay"] == 0.0
 
 

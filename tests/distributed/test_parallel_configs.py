@@ -1,7 +1,8 @@
 """configs/parallel/*.yaml are the quickstart plus a parallel section; the paper recipe has the paper's numbers.
 
-    .venv/bin/python -m pytest tests/distributed/test_parallel_configs.py -q      (about 2 s)
+.venv/bin/python -m pytest tests/distributed/test_parallel_configs.py -q      (about 2 s)
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -3,6 +3,7 @@ gives the single-process curve of the same config, and its final export loads in
 
     .venv/bin/python -m pytest tests/distributed/test_trainer_launch.py -q      (about 70 s on 2 cores)
 """
+
 from __future__ import annotations
 
 import json
@@ -11,17 +12,28 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from dist_helpers import REPO, free_port
 
 pytestmark = pytest.mark.slow
 
 
 def overrides(model: Path, data: Path, out: Path) -> list[str]:
-    return [f"model.path={model}", f"data.path={data}", "data.format=score", f"trainer.output_dir={out}",
-            f"data.cache_dir={out.parent / 'cache'}", "trainer.batch_size=8", "trainer.micro_batch_size=2",
-            "trainer.max_steps=4", "trainer.save_every=0", "trainer.progress=false", "trainer.tensorboard=false",
-            "optim.lr=1e-3", "optim.warmup_steps=2", "loss.beta=0.5"]
+    return [
+        f"model.path={model}",
+        f"data.path={data}",
+        "data.format=score",
+        f"trainer.output_dir={out}",
+        f"data.cache_dir={out.parent / 'cache'}",
+        "trainer.batch_size=8",
+        "trainer.micro_batch_size=2",
+        "trainer.max_steps=4",
+        "trainer.save_every=0",
+        "trainer.progress=false",
+        "trainer.tensorboard=false",
+        "optim.lr=1e-3",
+        "optim.warmup_steps=2",
+        "loss.beta=0.5",
+    ]
 
 
 def rows(out: Path) -> list[dict]:
@@ -37,9 +49,14 @@ def test_zero3_trainer_launch_matches_single_process(tiny_tp_model_dir, score_da
     data = score_data_file
     config = REPO / "configs" / "parallel" / "zero3.yaml"
     env = {**os.environ, "NPROC": "2", "MASTER_PORT": str(free_port()), "PYTHONUNBUFFERED": "1"}
-    p = subprocess.run(["bash", str(REPO / "launch" / "cpu.sh"), str(config),
-                        *overrides(tiny_tp_model_dir, data, tmp_path / "zero3")],
-                       env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+    p = subprocess.run(
+        ["bash", str(REPO / "launch" / "cpu.sh"), str(config), *overrides(tiny_tp_model_dir, data, tmp_path / "zero3")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-6000:]
 
     os.environ.pop("WORLD_SIZE", None)  # backend auto -> the single-process LocalEngine

@@ -8,6 +8,7 @@ all-reduced over the group; weight: this rank's rows) must equal the single-proc
 ranks {0, 2} shard the vocabulary over a group that excludes rank 1. The "head" runs add a sharded bias, a scale and a
 softcap (z = softcap * tanh(scale * (h @ W.T + b) / softcap)) and check the bias shard's gradient too.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,6 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-
 from dist_helpers import free_port
 
 pytestmark = pytest.mark.slow
@@ -54,12 +54,23 @@ def compare(group, shard_rank: int, n_shards: int, dtype: torch.dtype, head: boo
     h = hidden.clone().requires_grad_(True)
     w_shard = weight[lo:hi].clone().requires_grad_(True)
     b_shard = bias[lo:hi].clone().requires_grad_(True) if head else None
-    logps = vocab_parallel_seq_logps(h, w_shard, lo, labels, seq_index, S, group, bias_shard=b_shard, chunk_size=8,
-                                     **kw)
+    logps = vocab_parallel_seq_logps(
+        h, w_shard, lo, labels, seq_index, S, group, bias_shard=b_shard, chunk_size=8, **kw
+    )
     (logps.double() * upstream).sum().backward()
     with torch.no_grad():
-        no_grad_logps = vocab_parallel_seq_logps(hidden, weight[lo:hi], lo, labels, seq_index, S, group,
-                                                 bias_shard=bias[lo:hi] if head else None, chunk_size=8, **kw)
+        no_grad_logps = vocab_parallel_seq_logps(
+            hidden,
+            weight[lo:hi],
+            lo,
+            labels,
+            seq_index,
+            S,
+            group,
+            bias_shard=bias[lo:hi] if head else None,
+            chunk_size=8,
+            **kw,
+        )
 
     rh, rw = hidden.clone().requires_grad_(True), weight.clone().requires_grad_(True)
     rb = bias.clone().requires_grad_(True) if head else None
@@ -67,15 +78,22 @@ def compare(group, shard_rank: int, n_shards: int, dtype: torch.dtype, head: boo
     (ref.double() * upstream).sum().backward()
     extra = {}
     if head:
-        extra = {"grad_bias": float((b_shard.grad - rb.grad[lo:hi]).abs().max()),
-                 "grad_bias_scale": float(rb.grad[lo:hi].abs().max())}
-    return {**extra,
-        "logps": float((logps - ref).abs().max()), "logps_scale": float(ref.abs().max()),
+        extra = {
+            "grad_bias": float((b_shard.grad - rb.grad[lo:hi]).abs().max()),
+            "grad_bias_scale": float(rb.grad[lo:hi].abs().max()),
+        }
+    return {
+        **extra,
+        "logps": float((logps - ref).abs().max()),
+        "logps_scale": float(ref.abs().max()),
         "no_grad": float((no_grad_logps - ref).abs().max()),
-        "grad_hidden": float((h.grad - rh.grad).abs().max()), "grad_hidden_scale": float(rh.grad.abs().max()),
+        "grad_hidden": float((h.grad - rh.grad).abs().max()),
+        "grad_hidden_scale": float(rh.grad.abs().max()),
         "grad_weight": float((w_shard.grad - rw.grad[lo:hi]).abs().max()),
         "grad_weight_scale": float(rw.grad[lo:hi].abs().max()),
-        "empty_seq": float(logps[S - 1]), "dtype": str(dtype), "shard": [lo, hi],
+        "empty_seq": float(logps[S - 1]),
+        "dtype": str(dtype),
+        "shard": [lo, hi],
     }
 
 

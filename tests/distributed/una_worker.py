@@ -7,6 +7,7 @@ SCENARIO: zero2 | zero3_kill | zero3_resume | tp2. Rank 0 writes OUT/SCENARIO.js
 single-process reference, rank 0 also runs a LocalEngine on the same global batch after the DeepSpeed part.
 `zero3_kill` saves a checkpoint after step 3, runs step 4's backward and then SIGKILLs every rank.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -70,7 +71,7 @@ def collate(rows: list[dict], pad_id: int) -> Micro:
     for b, r in enumerate(rows):
         n = len(r["ids"])
         ids[b, :n], mask[b, :n] = r["ids"], 1
-        labels[b, r["prompt"] - 1:n - 1] = r["ids"][r["prompt"]:n]  # position t predicts token t + 1
+        labels[b, r["prompt"] - 1 : n - 1] = r["ids"][r["prompt"] : n]  # position t predicts token t + 1
     seq_index = torch.arange(len(rows)).unsqueeze(1).expand(-1, L)
     kind = torch.full((len(rows),), SCORE, dtype=torch.long)
     targets = SeqTargets(kind, torch.full_like(kind, -1), torch.tensor([r["score"] for r in rows]))
@@ -79,9 +80,9 @@ def collate(rows: list[dict], pad_id: int) -> Micro:
 
 def split(rows: list[dict], dp_rank: int, dp_world: int, micro: int, pad_id: int) -> list[Micro]:
     per = len(rows) // dp_world
-    mine = rows[dp_rank * per:(dp_rank + 1) * per]
+    mine = rows[dp_rank * per : (dp_rank + 1) * per]
     size = max(len(mine) // micro, 1)
-    return [collate(mine[i:i + size], pad_id) for i in range(0, len(mine), size)]
+    return [collate(mine[i : i + size], pad_id) for i in range(0, len(mine), size)]
 
 
 def load_model(model_dir: str) -> LlamaForCausalLM:
@@ -95,8 +96,13 @@ def plain_logps(model, micros: list[Micro]) -> torch.Tensor:
     out = torch.zeros(GLOBAL_BATCH)
     for m in micros:
         h = model.model(input_ids=m.input_ids, attention_mask=m.attention_mask).last_hidden_state
-        lp, _ = reference_seq_logps(h.reshape(-1, h.shape[-1]), model.lm_head.weight, m.labels.reshape(-1),
-                                    m.seq_index.reshape(-1), len(m.example))
+        lp, _ = reference_seq_logps(
+            h.reshape(-1, h.shape[-1]),
+            model.lm_head.weight,
+            m.labels.reshape(-1),
+            m.seq_index.reshape(-1),
+            len(m.example),
+        )
         out[m.example] = lp
     return out
 
@@ -124,8 +130,9 @@ def micro_backward(engine, cfg: Config, m: Micro, counts: dict, gather: str) -> 
     return float(loss.detach())
 
 
-def run_steps(engine, cfg: Config, micros: list[Micro], steps: range, on_backward=None,
-              gather: str = "all") -> list[dict]:
+def run_steps(
+    engine, cfg: Config, micros: list[Micro], steps: range, on_backward=None, gather: str = "all"
+) -> list[dict]:
     """Optimizer steps; each record holds the global loss (summed over data-parallel ranks), grad norm and lr."""
     rows = []
     for step in steps:
@@ -172,11 +179,19 @@ def main() -> None:
     for m in micros:
         m.ref = ref_all[m.example]
     w = engine.output_weight()
-    result: dict = {"lm_head_shape": list(w.shape), "lm_head_tp_shard": bool(getattr(w, "tensor_model_parallel", 0)),
-                    "q_proj_shape": list(engine.module.model.layers[0].self_attn.q_proj.weight.shape),
-                    "seconds": {"init": time.perf_counter() - t0}}
-    result |= {"scenario": scenario, "world_size": engine.world_size, "dp_world_size": engine.dp_world_size,
-                    "tp_size": engine.tp_size, "engine": type(engine).__name__}
+    result: dict = {
+        "lm_head_shape": list(w.shape),
+        "lm_head_tp_shard": bool(getattr(w, "tensor_model_parallel", 0)),
+        "q_proj_shape": list(engine.module.model.layers[0].self_attn.q_proj.weight.shape),
+        "seconds": {"init": time.perf_counter() - t0},
+    }
+    result |= {
+        "scenario": scenario,
+        "world_size": engine.world_size,
+        "dp_world_size": engine.dp_world_size,
+        "tp_size": engine.tp_size,
+        "engine": type(engine).__name__,
+    }
     ckpt = out / f"{scenario.split('_')[0]}_ckpt"
 
     with torch.no_grad():

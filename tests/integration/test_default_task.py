@@ -1,7 +1,8 @@
 """The embedded default task end to end at a very small scale: artifacts, data validity, caching.
 
-    .venv/bin/python -m pytest tests/integration/test_default_task.py -q
+.venv/bin/python -m pytest tests/integration/test_default_task.py -q
 """
+
 from __future__ import annotations
 
 import json

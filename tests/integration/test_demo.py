@@ -5,6 +5,7 @@
 The full-size demo (`make demo`) is the same command with the quickstart's sizes; its measured result is in the
 README. Here the task is shrunk so the whole pipeline runs in about a minute on 2 cores.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,11 +23,26 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_demo_pipeline_small(tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "una_hpc.cli", "demo", str(REPO / "configs" / "quickstart.yaml"),
-           f"task.dir={tmp_path / 'task'}", "task.sft_steps=60", "task.num_prompts=16",
-           "task.responses_per_prompt=2", "trainer.max_steps=4", "trainer.batch_size=8",
-           "trainer.micro_batch_size=4", f"trainer.output_dir={out}", f"data.cache_dir={tmp_path / 'cache'}",
-           "eval.num_prompts=12", "eval.max_new_tokens=16", "trainer.progress=false", "trainer.save_every=0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "una_hpc.cli",
+        "demo",
+        str(REPO / "configs" / "quickstart.yaml"),
+        f"task.dir={tmp_path / 'task'}",
+        "task.sft_steps=60",
+        "task.num_prompts=16",
+        "task.responses_per_prompt=2",
+        "trainer.max_steps=4",
+        "trainer.batch_size=8",
+        "trainer.micro_batch_size=4",
+        f"trainer.output_dir={out}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "eval.num_prompts=12",
+        "eval.max_new_tokens=16",
+        "trainer.progress=false",
+        "trainer.save_every=0",
+    ]
     res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     table = [ln for ln in res.stdout.splitlines() if ln.startswith(("base ", "aligned "))]

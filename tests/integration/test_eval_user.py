@@ -5,6 +5,7 @@
 No embedded task anywhere: the prompts are plain English (no gold reward applies), the reward model has its own
 tokenizer, and task.dir points at a folder that must never be created.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from text_corpus import WORDS, corpus, scored_rows, write_jsonl
 from safetensors.torch import load_file
+from text_corpus import WORDS, corpus, scored_rows, write_jsonl
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForSequenceClassification
 
 from una_hpc.cli import main
@@ -25,9 +26,14 @@ from una_hpc.trainer import run_training
 from una_hpc.trainer.eval_live import LiveEval
 
 pytestmark = pytest.mark.slow
-PROMPTS = ["tell me about the cat on the mat", "is the red dog blue or green", "please answer one question",
-           [{"role": "system", "content": "be brief"}, {"role": "user", "content": "count the blue cats"}],
-           "say yes or no to the dog", "list the green and red ones"]
+PROMPTS = [
+    "tell me about the cat on the mat",
+    "is the red dog blue or green",
+    "please answer one question",
+    [{"role": "system", "content": "be brief"}, {"role": "user", "content": "count the blue cats"}],
+    "say yes or no to the dog",
+    "list the green and red ones",
+]
 
 
 @pytest.fixture(scope="module")
@@ -36,17 +42,16 @@ def user(tiny_model_dir, tmp_path_factory) -> dict[str, Path]:
     prompts = root / "heldout.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
     rm = root / "rm"  # a reward model with its own tokenizer: eval scores texts
-    cfg = tiny_llama_config(train_tokenizer(corpus(300, seed=7), rm, vocab_size=280), hidden_size=64, layers=1,
-                            heads=1)
+    cfg = tiny_llama_config(train_tokenizer(corpus(300, seed=7), rm, vocab_size=280), hidden_size=64, layers=1, heads=1)
     cfg.num_labels = 1
     torch.manual_seed(5)
     LlamaForSequenceClassification(cfg).save_pretrained(str(rm))
     scores = write_jsonl(root / "score.jsonl", scored_rows(16, 2, seed=0, words=WORDS))
     config = root / "user.yaml"
-    config.write_text(f"model:\n  path: {tiny_model_dir}\ndata:\n  eval_path: {prompts}\ntask:\n"
-                      f"  dir: {root / 'no_task'}\n")
-    return {"model": tiny_model_dir, "prompts": prompts, "rm": rm, "scores": scores, "config": config,
-            "root": root}
+    config.write_text(
+        f"model:\n  path: {tiny_model_dir}\ndata:\n  eval_path: {prompts}\ntask:\n  dir: {root / 'no_task'}\n"
+    )
+    return {"model": tiny_model_dir, "prompts": prompts, "rm": rm, "scores": scores, "config": config, "root": root}
 
 
 def test_eval_cli_on_a_user_model(user, tmp_path, capsys):
@@ -85,11 +90,22 @@ def test_eval_cli_on_a_user_model(user, tmp_path, capsys):
 
 
 def _train(user, out: Path, **extra) -> list[dict]:
-    overrides = {"data.path": user["scores"], "data.format": "score", "trainer.output_dir": out,
-                 "data.cache_dir": out.parent / "cache", "trainer.batch_size": 8, "trainer.max_steps": 4,
-                 "trainer.progress": "false", "trainer.tensorboard": "false", "optim.lr": 1e-3, "loss.beta": 0.5,
-                 "eval.reward_model": user["rm"], "eval.num_prompts_during_training": 4,
-                 "eval.max_new_tokens": 8, **extra}
+    overrides = {
+        "data.path": user["scores"],
+        "data.format": "score",
+        "trainer.output_dir": out,
+        "data.cache_dir": out.parent / "cache",
+        "trainer.batch_size": 8,
+        "trainer.max_steps": 4,
+        "trainer.progress": "false",
+        "trainer.tensorboard": "false",
+        "optim.lr": 1e-3,
+        "loss.beta": 0.5,
+        "eval.reward_model": user["rm"],
+        "eval.num_prompts_during_training": 4,
+        "eval.max_new_tokens": 8,
+        **extra,
+    }
     run_training(load_config(user["config"], [f"{k}={v}" for k, v in overrides.items()]))
     return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
 
@@ -114,8 +130,14 @@ def test_eval_every_logs_eval_keys_and_leaves_training_alone(user, tmp_path, lor
     evald = _train(user, tmp_path / "eval", **{"model.lora_rank": lora_rank, "eval.every": 2})
     assert calls == [True, True]
     assert [r["loss"] for r in evald] == [r["loss"] for r in plain]  # bitwise: no RNG or mode side effects
-    keys = {"eval_reward", "eval_reward_ci_low", "eval_reward_ci_high", "eval_kl", "eval_win_rate",
-            "eval_response_tokens"}
+    keys = {
+        "eval_reward",
+        "eval_reward_ci_low",
+        "eval_reward_ci_high",
+        "eval_kl",
+        "eval_win_rate",
+        "eval_response_tokens",
+    }
     assert [r["step"] for r in evald if keys <= r.keys()] == [2, 4]
     assert not any(k.startswith("eval_") for r in plain + evald[::2] for k in r)
     for r in evald[1::2]:

@@ -3,6 +3,7 @@ checkpoints loadable by plain transformers, invalid data stopping before anythin
 
     .venv/bin/python -m pytest tests/integration/test_offline_trainer.py -q
 """
+
 from __future__ import annotations
 
 import json
@@ -24,10 +25,20 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _overrides(model: Path, data: Path, out: Path, **extra) -> list[str]:
-    base = {"model.path": model, "data.path": data, "data.format": "score", "trainer.output_dir": out,
-            "data.cache_dir": out.parent / "cache", "trainer.batch_size": 8, "trainer.max_steps": 6,
-            "trainer.progress": "false", "trainer.tensorboard": "false", "optim.lr": 1e-3, "loss.beta": 0.5,
-            "optim.warmup_steps": 2}
+    base = {
+        "model.path": model,
+        "data.path": data,
+        "data.format": "score",
+        "trainer.output_dir": out,
+        "data.cache_dir": out.parent / "cache",
+        "trainer.batch_size": 8,
+        "trainer.max_steps": 6,
+        "trainer.progress": "false",
+        "trainer.tensorboard": "false",
+        "optim.lr": 1e-3,
+        "loss.beta": 0.5,
+        "optim.warmup_steps": 2,
+    }
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]
 
@@ -39,8 +50,12 @@ def _losses(out: Path) -> list[float]:
 def test_microbatch_split_gives_the_same_curve(tiny_model_dir, score_data_file, tmp_path):
     whole, split = tmp_path / "whole", tmp_path / "split"
     run_training(load_config(REPO / "configs/quickstart.yaml", _overrides(tiny_model_dir, score_data_file, whole)))
-    run_training(load_config(REPO / "configs/quickstart.yaml",
-                             _overrides(tiny_model_dir, score_data_file, split, **{"trainer.micro_batch_size": 3})))
+    run_training(
+        load_config(
+            REPO / "configs/quickstart.yaml",
+            _overrides(tiny_model_dir, score_data_file, split, **{"trainer.micro_batch_size": 3}),
+        )
+    )
     a, b = _losses(whole), _losses(split)
     assert len(a) == 6 and a[0] != a[-1]
     # fp32 sums over a different grouping: equal to rounding, not bitwise.
@@ -55,8 +70,7 @@ def test_killed_run_resumes_to_the_same_curve(tiny_model_dir, score_data_file, t
     out = tmp_path / "killed"
     args = _overrides(tiny_model_dir, score_data_file, out, **{"trainer.max_steps": 12, "trainer.save_every": 2})
     cmd = [sys.executable, "-m", "una_hpc.cli", "train", str(REPO / "configs/quickstart.yaml"), *args]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 240
     while not (out / "checkpoints" / "step-000004").is_dir():
         assert proc.poll() is None and time.time() < deadline, "training ended before the kill"
@@ -77,9 +91,12 @@ def test_checkpoint_loads_in_plain_transformers(tiny_model_dir, score_data_file,
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out = tmp_path / "run"
-    final = run_training(load_config(REPO / "configs/quickstart.yaml",
-                                     _overrides(tiny_model_dir, score_data_file, out, **{"model.lora_rank": 4,
-                                                                                     "trainer.max_steps": 2})))
+    final = run_training(
+        load_config(
+            REPO / "configs/quickstart.yaml",
+            _overrides(tiny_model_dir, score_data_file, out, **{"model.lora_rank": 4, "trainer.max_steps": 2}),
+        )
+    )
     for d in (final, out / "checkpoints" / "step-000002" / "model"):
         model = AutoModelForCausalLM.from_pretrained(str(d))
         tok = AutoTokenizer.from_pretrained(str(d))
@@ -96,8 +113,14 @@ def test_invalid_data_exits_1_and_writes_nothing(tiny_model_dir, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "p", "response": "r", "score": 0.3}\n{"prompt": "p", "response": "", "score": 1.7}\n')
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "una_hpc.cli", "train", str(REPO / "configs/quickstart.yaml"),
-           *_overrides(tiny_model_dir, bad, out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "una_hpc.cli",
+        "train",
+        str(REPO / "configs/quickstart.yaml"),
+        *_overrides(tiny_model_dir, bad, out),
+    ]
     res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert res.returncode == 1
     assert f"{bad}:2: field 'response'" in res.stderr and f"{bad}:2: field 'score'" in res.stderr

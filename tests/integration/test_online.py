@@ -4,6 +4,7 @@
 
 Each run is a real `una-hpc train` process (vLLM changes torch's thread settings for the rest of a process).
 """
+
 from __future__ import annotations
 
 import json
@@ -27,19 +28,35 @@ def online_setup(tiny_model_dir, tmp_path_factory):
     # 16 prompts, one response each, scored 1 when it says "cat": a signal the reward model can learn
     rows = scored_rows(16, 1, seed=1, score=lambda prompt, response: float("cat" in response))
     data = write_jsonl(root / "prompts.jsonl", rows)
-    rm = train_reward_model(tiny_model_dir, [(r["prompt"], r["response"], r["score"]) for r in rows],
-                            root / "rm", steps=5, lr=3e-4)
+    rm = train_reward_model(
+        tiny_model_dir, [(r["prompt"], r["response"], r["score"]) for r in rows], root / "rm", steps=5, lr=3e-4
+    )
     return tiny_model_dir, data, rm, root
 
 
-def _train(config: str, setup, out: Path, *extra: str, record_hf_rollouts: Path | None = None
-           ) -> subprocess.CompletedProcess:
+def _train(
+    config: str, setup, out: Path, *extra: str, record_hf_rollouts: Path | None = None
+) -> subprocess.CompletedProcess:
     model, data, rm, _ = setup
     entry = ["-c", _RECORD_HF_ROLLOUTS, str(record_hf_rollouts)] if record_hf_rollouts else ["-m", "una_hpc.cli"]
-    cmd = [sys.executable, *entry, "train", str(REPO / "configs" / config), f"model.path={model}",
-           f"data.path={data}", "data.format=score", f"rollout.reward_model={rm}", f"trainer.output_dir={out}",
-           "trainer.progress=false", "rollout.prompts_per_step=4", "rollout.samples_per_prompt=2",
-           "rollout.max_new_tokens=16", "trainer.micro_batch_size=8", "rollout.gpu_memory_utilization=0.12", *extra]
+    cmd = [
+        sys.executable,
+        *entry,
+        "train",
+        str(REPO / "configs" / config),
+        f"model.path={model}",
+        f"data.path={data}",
+        "data.format=score",
+        f"rollout.reward_model={rm}",
+        f"trainer.output_dir={out}",
+        "trainer.progress=false",
+        "rollout.prompts_per_step=4",
+        "rollout.samples_per_prompt=2",
+        "rollout.max_new_tokens=16",
+        "trainer.micro_batch_size=8",
+        "rollout.gpu_memory_utilization=0.12",
+        *extra,
+    ]
     env = {**__import__("os").environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(REPO / "tests")}  # reward_fns
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
 
@@ -61,13 +78,20 @@ def test_online_una_three_steps_with_vllm_and_exact_resume(online_setup, tmp_pat
     import shutil
 
     shutil.rmtree(tmp_path / "una" / "checkpoints" / "step-000003")
-    res = _train("online_una.yaml", online_setup, tmp_path / "una", "trainer.max_steps=3", "trainer.save_every=2",
-                 "trainer.resume=true")
+    res = _train(
+        "online_una.yaml",
+        online_setup,
+        tmp_path / "una",
+        "trainer.max_steps=3",
+        "trainer.save_every=2",
+        "trainer.resume=true",
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     again = _rows(tmp_path / "una")
     assert [r["step"] for r in again] == [3]
     assert abs(again[0]["loss"] - rows[2]["loss"]) < 1e-5 and again[0]["rm_reward"] == pytest.approx(
-        rows[2]["rm_reward"], abs=1e-5)
+        rows[2]["rm_reward"], abs=1e-5
+    )
 
 
 def test_ppo_two_steps_with_vllm(online_setup, tmp_path):
@@ -116,7 +140,7 @@ def _policy_logprobs(model, rollouts: list[dict]) -> list[list[float]]:
     with torch.no_grad():
         for r in rollouts:
             p, c = r["prompt_ids"], r["completion_ids"]
-            logits = model(input_ids=torch.tensor([p + c])).logits[0, len(p) - 1:len(p) + len(c) - 1].double()
+            logits = model(input_ids=torch.tensor([p + c])).logits[0, len(p) - 1 : len(p) + len(c) - 1].double()
             out.append(torch.log_softmax(logits, -1).gather(1, torch.tensor(c)[:, None])[:, 0].tolist())
     return out
 
@@ -126,22 +150,33 @@ def test_hf_engine_fallback_path(online_setup, tmp_path):
     from transformers import AutoModelForCausalLM
 
     record = tmp_path / "rollouts.jsonl"
-    res = _train("online_una.yaml", online_setup, tmp_path / "hf", "trainer.max_steps=2", "rollout.engine=hf",
-                 "trainer.save_every=1", record_hf_rollouts=record)
+    res = _train(
+        "online_una.yaml",
+        online_setup,
+        tmp_path / "hf",
+        "trainer.max_steps=2",
+        "rollout.engine=hf",
+        "trainer.save_every=1",
+        record_hf_rollouts=record,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     rows = _rows(tmp_path / "hf")
     assert [r["step"] for r in rows] == [1, 2]
     calls = [json.loads(x) for x in record.read_text().splitlines()]
     assert len(calls) == 2  # one generate call per step, all on the HF engine
     # Step 1 samples the initial policy; step 2 the policy after one optimizer step (checkpoint 1's weights).
-    policies = [AutoModelForCausalLM.from_pretrained(str(online_setup[0]), dtype=torch.float32).eval(),
-                AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf" / "checkpoints" / "step-000001" / "model"),
-                                                     dtype=torch.float32).eval()]
+    policies = [
+        AutoModelForCausalLM.from_pretrained(str(online_setup[0]), dtype=torch.float32).eval(),
+        AutoModelForCausalLM.from_pretrained(
+            str(tmp_path / "hf" / "checkpoints" / "step-000001" / "model"), dtype=torch.float32
+        ).eval(),
+    ]
     for step, (call, policy, row) in enumerate(zip(calls, policies, rows), start=1):
         rollouts, eos = call["rollouts"], call["eos"]
         assert call["n"] == 2 and len(rollouts) == 4 * 2 and call["max_new_tokens"] == 16
-        assert [(r["prompt_index"], r["sample_index"]) for r in rollouts] == [(i, j) for i in range(4)
-                                                                              for j in range(2)]
+        assert [(r["prompt_index"], r["sample_index"]) for r in rollouts] == [
+            (i, j) for i in range(4) for j in range(2)
+        ]
         for r in rollouts:
             ids = r["completion_ids"]
             if r["finish_reason"] == "stop":  # ends at its first EOS
@@ -168,9 +203,18 @@ def test_reward_function_instead_of_a_reward_model(online_setup, tmp_path, confi
     from una_hpc.models.policy import load_tokenizer
 
     record = tmp_path / "rollouts.jsonl"
-    res = _train(config, online_setup, tmp_path / "run", "trainer.max_steps=2", "rollout.engine=hf",
-                 "rollout.reward_model=", "rollout.reward_fn=reward_fns:cat_fraction", "ppo.epochs=1",
-                 *(["loss.reward_normalize=none"] if config == "online_una.yaml" else []), record_hf_rollouts=record)
+    res = _train(
+        config,
+        online_setup,
+        tmp_path / "run",
+        "trainer.max_steps=2",
+        "rollout.engine=hf",
+        "rollout.reward_model=",
+        "rollout.reward_fn=reward_fns:cat_fraction",
+        "ppo.epochs=1",
+        *(["loss.reward_normalize=none"] if config == "online_una.yaml" else []),
+        record_hf_rollouts=record,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     tok = load_tokenizer(online_setup[0])
     calls = [json.loads(x) for x in record.read_text().splitlines()]
@@ -183,8 +227,13 @@ def test_reward_function_instead_of_a_reward_model(online_setup, tmp_path, confi
 
 
 def test_failing_engine_start_is_one_line(online_setup, tmp_path):
-    res = _train("online_una.yaml", online_setup, tmp_path / "bad", "trainer.max_steps=1",
-                 "rollout.gpu_memory_utilization=0.0001")
+    res = _train(
+        "online_una.yaml",
+        online_setup,
+        tmp_path / "bad",
+        "trainer.max_steps=1",
+        "rollout.gpu_memory_utilization=0.0001",
+    )
     assert res.returncode == 1
     err = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
     assert len(err) == 1 and "vLLM" in err[0] and "Traceback" not in res.stderr

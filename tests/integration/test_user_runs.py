@@ -1,7 +1,8 @@
 """A user's work is never lost or misdirected: existing output dirs, a model without data, Hub ids, RNG state.
 
-    .venv/bin/python -m pytest tests/integration/test_user_runs.py -q
+.venv/bin/python -m pytest tests/integration/test_user_runs.py -q
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,9 @@ UNA_HPC = [sys.executable, "-m", "una_hpc.cli"]
 def _pairs(n: int, seed: int = 0) -> list[dict]:
     rng = random.Random(seed)
     words = lambda k: " ".join(rng.choice(WORDS) for _ in range(k))  # noqa: E731
-    return [{"prompt": words(4), "chosen": words(rng.randint(2, 6)), "rejected": words(rng.randint(2, 6))}
-            for _ in range(n)]
+    return [
+        {"prompt": words(4), "chosen": words(rng.randint(2, 6)), "rejected": words(rng.randint(2, 6))} for _ in range(n)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +42,24 @@ def pair_file(tmp_path_factory) -> Path:
 
 
 def _cfg(model, data, out: Path, *extra: str):
-    return load_config(REPO / "configs/quickstart.yaml", [
-        f"model.path={model}", f"data.path={data}", "data.format=pairwise", "loss.name=dpo", "loss.beta=0.1",
-        f"trainer.output_dir={out}", f"data.cache_dir={out.parent / 'cache'}", f"task.dir={out.parent / 'task'}",
-        "trainer.batch_size=4", "trainer.max_steps=2", "trainer.progress=false", "trainer.tensorboard=false",
-        *extra])
+    return load_config(
+        REPO / "configs/quickstart.yaml",
+        [
+            f"model.path={model}",
+            f"data.path={data}",
+            "data.format=pairwise",
+            "loss.name=dpo",
+            "loss.beta=0.1",
+            f"trainer.output_dir={out}",
+            f"data.cache_dir={out.parent / 'cache'}",
+            f"task.dir={out.parent / 'task'}",
+            "trainer.batch_size=4",
+            "trainer.max_steps=2",
+            "trainer.progress=false",
+            "trainer.tensorboard=false",
+            *extra,
+        ],
+    )
 
 
 def _tree(path: Path) -> dict[str, bytes]:
@@ -100,21 +115,53 @@ def test_hub_ids_resolve_offline_through_the_cache(tiny_model_dir, tmp_path):
     cache = tmp_path / "hub"
     _hub_snapshot(cache, "model", "acme/tiny-llama", {p.name: p for p in Path(tiny_model_dir).iterdir()})
     rows = "".join(json.dumps(r) + "\n" for r in _pairs(12, seed=1))
-    _hub_snapshot(cache, "dataset", "acme/prefs", {"data/train_prefs-00000-of-00001.jsonl": rows,
-                                                   "data/test_prefs-00000-of-00001.jsonl": rows})
+    _hub_snapshot(
+        cache,
+        "dataset",
+        "acme/prefs",
+        {"data/train_prefs-00000-of-00001.jsonl": rows, "data/test_prefs-00000-of-00001.jsonl": rows},
+    )
     env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     out = tmp_path / "run"
-    args = ["model.path=acme/tiny-llama", "data.path=acme/prefs", "data.split=train_prefs", "data.format=pairwise",
-            "loss.name=dpo", f"trainer.output_dir={out}", f"data.cache_dir={tmp_path / 'cache'}",
-            "trainer.batch_size=4", "trainer.max_steps=2", "trainer.progress=false", "trainer.tensorboard=false"]
-    done = subprocess.run([*UNA_HPC, "train", str(REPO / "configs/quickstart.yaml"), *args], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+    args = [
+        "model.path=acme/tiny-llama",
+        "data.path=acme/prefs",
+        "data.split=train_prefs",
+        "data.format=pairwise",
+        "loss.name=dpo",
+        f"trainer.output_dir={out}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "trainer.batch_size=4",
+        "trainer.max_steps=2",
+        "trainer.progress=false",
+        "trainer.tensorboard=false",
+    ]
+    done = subprocess.run(
+        [*UNA_HPC, "train", str(REPO / "configs/quickstart.yaml"), *args],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
 
-    missing = subprocess.run([*UNA_HPC, "train", str(REPO / "configs/quickstart.yaml"), *args,
-                              "model.path=acme/not-cached", f"trainer.output_dir={tmp_path / 'other'}"],
-                             env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    missing = subprocess.run(
+        [
+            *UNA_HPC,
+            "train",
+            str(REPO / "configs/quickstart.yaml"),
+            *args,
+            "model.path=acme/not-cached",
+            f"trainer.output_dir={tmp_path / 'other'}",
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert missing.returncode == 1
     lines = missing.stderr.strip().splitlines()
     assert len(lines) == 1 and "model.path acme/not-cached" in lines[0] and "cache" in lines[0]

@@ -6,6 +6,7 @@ One engine per module (start ~16 s); every test first syncs the weights it needs
 Trainer-side numbers come from una_hpc.kernels.seq_logps (backend="torch") via rollout_logps, and per token from a
 plain HF forward + log_softmax.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,8 +18,17 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from una_hpc.config import Config
 from una_hpc.data import encode_prompts
-from una_hpc.rollout import (EngineStartError, SamplingSettings, VLLMEngine, WeightSyncError, make_engine,
-                             max_logprob_drift, module_available, policy_weights_for_sync, rollout_logps)
+from una_hpc.rollout import (
+    EngineStartError,
+    SamplingSettings,
+    VLLMEngine,
+    WeightSyncError,
+    make_engine,
+    max_logprob_drift,
+    module_available,
+    policy_weights_for_sync,
+    rollout_logps,
+)
 from una_hpc.rollout.vllm_engine import MP_ENV
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not module_available("vllm"), reason="vLLM is not installed")]
@@ -52,7 +62,7 @@ def token_logprobs(model, rollout) -> torch.Tensor:
     with torch.no_grad():
         logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
     p = len(rollout.prompt_ids)
-    return logp[p - 1:-1].gather(1, torch.tensor(rollout.completion_ids)[:, None])[:, 0]
+    return logp[p - 1 : -1].gather(1, torch.tensor(rollout.completion_ids)[:, None])[:, 0]
 
 
 class EngineHolder:
@@ -70,8 +80,10 @@ class EngineHolder:
             self.engine = make_engine(self.cfg, base, self.model_dir)
             self.rng_restored = torch.equal(rng, torch.get_rng_state())
             self.env_restored = os.environ.get(MP_ENV) == env_before
-            print(f"\n[measured] vLLM engine start {self.engine.start_seconds:.1f} s "
-                  f"(+ import {self.engine.import_seconds:.1f} s)")
+            print(
+                f"\n[measured] vLLM engine start {self.engine.start_seconds:.1f} s "
+                f"(+ import {self.engine.import_seconds:.1f} s)"
+            )
         return self.engine
 
 
@@ -111,8 +123,10 @@ def test_stale_engine_is_detected_and_sync_fixes_it(holder, tiny_model_dir, prom
 
     engine.sync_weights(policy_weights_for_sync(policy))
     stats = engine.sync_stats
-    print(f"\n[measured] weight sync {stats.tensors} tensors {stats.bytes / 2**20:.2f} MB in "
-          f"{stats.seconds * 1e3:.1f} ms; stale drift {stale_drift:.2f} nats")
+    print(
+        f"\n[measured] weight sync {stats.tensors} tensors {stats.bytes / 2**20:.2f} MB in "
+        f"{stats.seconds * 1e3:.1f} ms; stale drift {stale_drift:.2f} nats"
+    )
     assert stats.tensors == 21 and stats.seconds < 5.0
     rollouts = engine.generate(prompts, n=4, params=SAMPLING)
     assert [(r.prompt_index, r.sample_index) for r in rollouts] == [(i, j) for i in range(4) for j in range(4)]
@@ -134,9 +148,14 @@ def test_greedy_equals_hf_generate_after_sync(holder, tiny_model_dir, prompts):
     engine.sync_weights(policy_weights_for_sync(policy))
     rollouts = engine.generate(prompts, n=1, params=SamplingSettings(max_new_tokens=32, temperature=0.0))
     for r in rollouts:
-        ref = policy.generate(torch.tensor([r.prompt_ids]), do_sample=False, max_new_tokens=32,
-                              eos_token_id=policy.config.eos_token_id, pad_token_id=policy.config.pad_token_id)
-        assert r.completion_ids == ref[0, len(r.prompt_ids):].tolist()
+        ref = policy.generate(
+            torch.tensor([r.prompt_ids]),
+            do_sample=False,
+            max_new_tokens=32,
+            eos_token_id=policy.config.eos_token_id,
+            pad_token_id=policy.config.pad_token_id,
+        )
+        assert r.completion_ids == ref[0, len(r.prompt_ids) :].tolist()
 
 
 def test_lora_merged_sync(holder, tiny_model_dir, prompts):
@@ -160,9 +179,14 @@ def test_lora_merged_sync(holder, tiny_model_dir, prompts):
     assert not any(getattr(m, "merged", False) for m in peft.modules())  # the training model was not merged
     greedy = engine.generate(prompts[:2], n=1, params=SamplingSettings(max_new_tokens=16, temperature=0.0))
     for r in greedy:
-        ref = peft.generate(input_ids=torch.tensor([r.prompt_ids]), do_sample=False, max_new_tokens=16,
-                            eos_token_id=base.config.eos_token_id, pad_token_id=base.config.pad_token_id)
-        assert r.completion_ids == ref[0, len(r.prompt_ids):].tolist()
+        ref = peft.generate(
+            input_ids=torch.tensor([r.prompt_ids]),
+            do_sample=False,
+            max_new_tokens=16,
+            eos_token_id=base.config.eos_token_id,
+            pad_token_id=base.config.pad_token_id,
+        )
+        assert r.completion_ids == ref[0, len(r.prompt_ids) :].tolist()
 
 
 def test_failing_engine_start_is_one_line(holder, tiny_model_dir, tmp_path):

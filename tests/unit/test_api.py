@@ -1,6 +1,6 @@
 """The Python API: `from una_hpc import Config, load_config, train, evaluate` runs what the CLI runs.
 
-    .venv/bin/python -m pytest tests/unit/test_api.py -q
+.venv/bin/python -m pytest tests/unit/test_api.py -q
 """
 
 from __future__ import annotations
@@ -70,19 +70,34 @@ def user_files(tmp_path_factory) -> dict[str, Path]:
     def words(k: int) -> str:
         return " ".join(rng.choice(WORDS) for _ in range(k))
 
-    pairs = [{"prompt": words(4), "chosen": words(rng.randint(2, 6)), "rejected": words(rng.randint(2, 6))}
-             for _ in range(16)]
+    pairs = [
+        {"prompt": words(4), "chosen": words(rng.randint(2, 6)), "rejected": words(rng.randint(2, 6))}
+        for _ in range(16)
+    ]
     (root / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pairs))
     (root / "prompts.jsonl").write_text("".join(json.dumps({"prompt": words(4)}) + "\n" for _ in range(4)))
     return {"pairs": root / "pairs.jsonl", "prompts": root / "prompts.jsonl"}
 
 
 def _overrides(model: Path, files: dict[str, Path], out: Path) -> list[str]:
-    return [f"model.path={model}", f"data.path={files['pairs']}", "data.format=pairwise", "loss.name=dpo",
-            "loss.beta=0.1", f"data.eval_path={files['prompts']}", f"trainer.output_dir={out}",
-            f"data.cache_dir={out.parent / (out.name + '-cache')}", f"task.dir={out.parent / 'task'}",
-            "trainer.batch_size=4", "trainer.micro_batch_size=2", "trainer.max_steps=2", "optim.warmup_steps=0",
-            "trainer.progress=false", "eval.num_prompts=4", "eval.max_new_tokens=8"]
+    return [
+        f"model.path={model}",
+        f"data.path={files['pairs']}",
+        "data.format=pairwise",
+        "loss.name=dpo",
+        "loss.beta=0.1",
+        f"data.eval_path={files['prompts']}",
+        f"trainer.output_dir={out}",
+        f"data.cache_dir={out.parent / (out.name + '-cache')}",
+        f"task.dir={out.parent / 'task'}",
+        "trainer.batch_size=4",
+        "trainer.micro_batch_size=2",
+        "trainer.max_steps=2",
+        "optim.warmup_steps=0",
+        "trainer.progress=false",
+        "eval.num_prompts=4",
+        "eval.max_new_tokens=8",
+    ]
 
 
 def _rows(out: Path) -> list[dict]:

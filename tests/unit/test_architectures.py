@@ -21,6 +21,7 @@ so the comparison could not pass if the transform were ignored.
 Refused heads: an unknown output multiplier in the config, a logits-rescaling subclass defined outside transformers,
 a head that rescales in forward, and LoRA on lm_head each give one-line UnsupportedHeadError naming the class.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,10 +30,10 @@ import math
 import pytest
 import torch
 import transformers
+from arch_models import ARCHS, BIAS, PLAIN, SCALE, SOFTCAP, VOCAB, build_tiny, save_tiny
 from torch import nn
 from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
-from arch_models import ARCHS, BIAS, PLAIN, SCALE, SOFTCAP, VOCAB, build_tiny, save_tiny
 from una_hpc.config import Config, ModelConfig
 from una_hpc.data.packing import collate
 from una_hpc.data.tokenize import TokenizedExample
@@ -44,8 +45,8 @@ from una_hpc.trainer.step import kernel_logps
 # PEFT on GPT-2's Conv1D layers notes that it switches to fan_in_fan_out: expected, not a problem.
 pytestmark = pytest.mark.filterwarnings("ignore:fan_in_fan_out is set to False:UserWarning")
 CPU = torch.device("cpu")
-TOKEN_TOL = 1e-4   # nats per labelled token (fp32 model, fp32 kernel vs float64 log_softmax of fp32 logits)
-GRAD_TOL = 1e-4    # of each parameter's largest gradient entry
+TOKEN_TOL = 1e-4  # nats per labelled token (fp32 model, fp32 kernel vs float64 log_softmax of fp32 logits)
+GRAD_TOL = 1e-4  # of each parameter's largest gradient entry
 TRANSFORM_MATTERS = 1e-2  # nats per sequence: dropping the head transform must move every sequence at least this
 
 
@@ -74,9 +75,11 @@ def examples(seed: int = 0) -> list[TokenizedExample]:
     def ids(n):
         return torch.randint(3, VOCAB, (n,), generator=g).tolist()
 
-    return [TokenizedExample(0, "pairwise", [(ids(3), ids(6)), (ids(3), ids(9))], math.nan),
-            TokenizedExample(1, "score", [(ids(4), ids(7))], 0.7),
-            TokenizedExample(2, "binary", [(ids(2), ids(4))], 1.0)]
+    return [
+        TokenizedExample(0, "pairwise", [(ids(3), ids(6)), (ids(3), ids(9))], math.nan),
+        TokenizedExample(1, "score", [(ids(4), ids(7))], 0.7),
+        TokenizedExample(2, "binary", [(ids(2), ids(4))], 1.0),
+    ]
 
 
 def sequences(exs: list[TokenizedExample]) -> list[tuple[list[int], int]]:
@@ -113,8 +116,9 @@ def hf_seq_logps(model: nn.Module, seqs, *, plain_head: bool = False) -> torch.T
 
 def load_base(spec, path, **config_overrides) -> nn.Module:
     """The saved model, loaded plainly by HF (the reference the LoRA adapter-off path must reproduce)."""
-    return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, attn_implementation=spec.attn,
-                                                **config_overrides).eval()
+    return AutoModelForCausalLM.from_pretrained(
+        str(path), dtype=torch.float32, attn_implementation=spec.attn, **config_overrides
+    ).eval()
 
 
 def engine_for(pair):
@@ -143,6 +147,7 @@ def param_grads(model: nn.Module) -> dict[str, torch.Tensor]:
 # ---------------------------------------------------------------------------------------------------------------------
 # The head each architecture carries, as the reader sees it.
 
+
 def test_output_head_reads_each_transform(model_dirs):
     assert len(ARCHS) >= 15
     for name, spec in ARCHS.items():
@@ -168,12 +173,17 @@ def test_output_head_reads_each_transform(model_dirs):
 # ---------------------------------------------------------------------------------------------------------------------
 # kernel_logps == HF log_softmax, per architecture, full fine-tuning and LoRA.
 
+
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
 @pytest.mark.parametrize("arch", list(ARCHS))
 def test_kernel_logps_equal_hf_log_softmax(arch, lora, model_dirs):
     spec, path = ARCHS[arch], model_dirs[arch]
-    mcfg = ModelConfig(attn_implementation=spec.attn, lora_rank=4 if lora else 0, lora_alpha=8,
-                       lora_target_modules=list(spec.lora_targets))
+    mcfg = ModelConfig(
+        attn_implementation=spec.attn,
+        lora_rank=4 if lora else 0,
+        lora_alpha=8,
+        lora_target_modules=list(spec.lora_targets),
+    )
     pair = build_policy(mcfg, path, CPU)  # verify_output_head runs here
     assert pair.lora == lora and (pair.ref is None) == lora
     perturb(pair)
@@ -246,6 +256,7 @@ def test_sliding_window_packed_equals_hf(arch, tmp_path):
 # ---------------------------------------------------------------------------------------------------------------------
 # Heads the reader cannot express: refused before any log-prob is computed, in one line naming the class.
 
+
 def assert_one_line(err: pytest.ExceptionInfo, *needles: str) -> None:
     msg = str(err.value)
     assert "\n" not in msg, msg
@@ -263,10 +274,24 @@ def test_unknown_config_multiplier_is_refused(tmp_path):
     assert_one_line(err, "LlamaForCausalLM", "output_logits_multiplier")
 
     # FalconH1 multiplies its logits by config.lm_head_multiplier.
-    falcon = transformers.FalconH1ForCausalLM(transformers.FalconH1Config(
-        vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=16, mamba_d_ssm=64, mamba_n_heads=4, mamba_d_head=16, mamba_d_state=16,
-        mamba_n_groups=1, lm_head_multiplier=2.0, max_position_embeddings=128))
+    falcon = transformers.FalconH1ForCausalLM(
+        transformers.FalconH1Config(
+            vocab_size=VOCAB,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            mamba_d_ssm=64,
+            mamba_n_heads=4,
+            mamba_d_head=16,
+            mamba_d_state=16,
+            mamba_n_groups=1,
+            lm_head_multiplier=2.0,
+            max_position_embeddings=128,
+        )
+    )
     with pytest.raises(UnsupportedHeadError) as err:
         verify_output_head(falcon)
     assert_one_line(err, "FalconH1ForCausalLM", "lm_head_multiplier")

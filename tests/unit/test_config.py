@@ -1,7 +1,8 @@
 """Typed config: YAML + overrides, type conversion, one-line errors.
 
-    .venv/bin/python -m pytest tests/unit/test_config.py -q
+.venv/bin/python -m pytest tests/unit/test_config.py -q
 """
+
 import dataclasses
 import importlib.util
 import re
@@ -33,8 +34,17 @@ from una_hpc.config import (
 def test_yaml_and_overrides(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("loss:\n  name: dpo\n  beta: 0.1\ntrainer:\n  max_steps: 7\n")
-    cfg = load_config(p, ["trainer.max_steps=9", "optim.lr=3e-5", "model.lora_rank=32", "trainer.resume=true",
-                          "data.attribute_weights.verbosity=0.2", "model.lora_target_modules=q_proj,v_proj"])
+    cfg = load_config(
+        p,
+        [
+            "trainer.max_steps=9",
+            "optim.lr=3e-5",
+            "model.lora_rank=32",
+            "trainer.resume=true",
+            "data.attribute_weights.verbosity=0.2",
+            "model.lora_target_modules=q_proj,v_proj",
+        ],
+    )
     assert (cfg.loss.name, cfg.loss.beta, cfg.trainer.max_steps) == ("dpo", 0.1, 9)
     assert cfg.optim.lr == 3e-5 and isinstance(cfg.optim.lr, float)
     assert cfg.model.lora_rank == 32 and cfg.trainer.resume is True
@@ -44,15 +54,18 @@ def test_yaml_and_overrides(tmp_path):
     assert load_config(tmp_path / "out.yaml") == cfg
 
 
-@pytest.mark.parametrize("override,message", [
-    ("trainer.bach_size=4", "unknown config key trainer.bach_size; valid: batch_size"),
-    ("trainr.batch_size=4", "unknown config section 'trainr'"),
-    ("trainer.max_steps=abc", "config key trainer.max_steps: expected an integer, got 'abc'"),
-    ("loss.name=ppo2", "config key loss.name: 'ppo2' is not one of dpo, kto, una_binary"),
-    ("trainer.dtype=fp16", "config key trainer.dtype: 'fp16' is not one of float32, bfloat16"),
-    ("loss.beta=[1]", "config key loss.beta: expected a number"),
-    ("trainer.max_steps", "is not key.sub=value"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("trainer.bach_size=4", "unknown config key trainer.bach_size; valid: batch_size"),
+        ("trainr.batch_size=4", "unknown config section 'trainr'"),
+        ("trainer.max_steps=abc", "config key trainer.max_steps: expected an integer, got 'abc'"),
+        ("loss.name=ppo2", "config key loss.name: 'ppo2' is not one of dpo, kto, una_binary"),
+        ("trainer.dtype=fp16", "config key trainer.dtype: 'fp16' is not one of float32, bfloat16"),
+        ("loss.beta=[1]", "config key loss.beta: expected a number"),
+        ("trainer.max_steps", "is not key.sub=value"),
+    ],
+)
 def test_errors_are_one_line_and_name_the_key(override, message):
     with pytest.raises(ConfigError) as e:
         load_config(None, [override])
@@ -73,39 +86,47 @@ def test_missing_file_and_bad_yaml(tmp_path):
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (["parallel.zero_stage=4"], "config key parallel.zero_stage: must be 0, 1, 2 or 3, got 4"),
-    (["rollout.top_p=0"], "config key rollout.top_p: must be in (0, 1], got 0.0"),
-    (["rollout.top_p=1.5"], "config key rollout.top_p: must be in (0, 1]"),
-    (["rollout.temperature=-0.1"], "config key rollout.temperature: must be >= 0"),
-    (["rollout.gpu_memory_utilization=1.2"], "config key rollout.gpu_memory_utilization: must be in (0, 1]"),
-    (["optim.lr=0"], "config key optim.lr: must be > 0, got 0.0"),
-    (["optim.lr=nan"], "config key optim.lr: expected a finite number, got nan"),
-    (["loss.beta=-1"], "config key loss.beta: must be > 0"),
-    (["trainer.batch_size=0"], "config key trainer.batch_size: must be >= 1"),
-    (["trainer.micro_batch_size=-1"], "config key trainer.micro_batch_size: must be >= 0"),
-    (["trainer.log_every=0"], "config key trainer.log_every: must be >= 1"),
-    (["trainer.keep_checkpoints=-1"], "config key trainer.keep_checkpoints: must be >= 0"),
-    (["parallel.tp_size=0"], "config key parallel.tp_size: must be >= 1"),
-    (["data.binary_threshold=1.1"], "config key data.binary_threshold: must be in [0, 1]"),
-    (["eval.every=-2"], "config key eval.every: must be >= 0"),
-    (["ppo.gamma=1.5", "loss.name=ppo"], "config key ppo.gamma: must be in [0, 1]"),
-    (["data.attribute_weights.helpfulness=-1"], "config key data.attribute_weights: weights must be non-negative"),
-    (["data.attribute_weights={a: 0, b: 0}"], "weights must be non-negative with a positive sum"),
-    (["loss.type_weights.pairwse=1", "loss.name=mixed"], "config key loss.type_weights: unknown entry pairwse"),
-    (["trainer.resume=true", "trainer.overwrite=true"], "trainer.resume=true and trainer.overwrite=true contradict"),
-    (["parallel.offload_optimizer=true"], "parallel.offload_optimizer=true needs parallel.zero_stage >= 1"),
-    (["parallel.offload_param=true", "parallel.zero_stage=2"], "parallel.offload_param=true needs parallel.zero_"),
-    (["model.lora_rank=8", "model.ref_path=/models/ref"], "model.ref_path=/models/ref is for full fine-tuning"),
-    (["loss.name=una_score", "data.view=pairwise"], "data.view=pairwise gives pairwise examples, which loss.name="),
-    (["loss.name=dpo", "data.view=mixed"], "data.view=mixed mixes pairwise, binary and score examples"),
-    (["loss.name=una_online", "trainer.max_length=48", "rollout.max_new_tokens=48"],
-     "trainer.max_length=48 leaves no room for a prompt"),
-    (["loss.name=ppo", "parallel.zero_stage=3"], "online runs sync unpartitioned weights"),
-    (["eval.every=3", "trainer.log_every=2"], "eval.every=3 must be a multiple of trainer.log_every=2"),
-    (["eval.every=2", "parallel.tp_size=2"], "eval.every evaluates on rank 0 alone"),
-    (["eval.every=2", "data.path=x.jsonl"], "eval.every needs held-out prompts: set data.eval_path"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["parallel.zero_stage=4"], "config key parallel.zero_stage: must be 0, 1, 2 or 3, got 4"),
+        (["rollout.top_p=0"], "config key rollout.top_p: must be in (0, 1], got 0.0"),
+        (["rollout.top_p=1.5"], "config key rollout.top_p: must be in (0, 1]"),
+        (["rollout.temperature=-0.1"], "config key rollout.temperature: must be >= 0"),
+        (["rollout.gpu_memory_utilization=1.2"], "config key rollout.gpu_memory_utilization: must be in (0, 1]"),
+        (["optim.lr=0"], "config key optim.lr: must be > 0, got 0.0"),
+        (["optim.lr=nan"], "config key optim.lr: expected a finite number, got nan"),
+        (["loss.beta=-1"], "config key loss.beta: must be > 0"),
+        (["trainer.batch_size=0"], "config key trainer.batch_size: must be >= 1"),
+        (["trainer.micro_batch_size=-1"], "config key trainer.micro_batch_size: must be >= 0"),
+        (["trainer.log_every=0"], "config key trainer.log_every: must be >= 1"),
+        (["trainer.keep_checkpoints=-1"], "config key trainer.keep_checkpoints: must be >= 0"),
+        (["parallel.tp_size=0"], "config key parallel.tp_size: must be >= 1"),
+        (["data.binary_threshold=1.1"], "config key data.binary_threshold: must be in [0, 1]"),
+        (["eval.every=-2"], "config key eval.every: must be >= 0"),
+        (["ppo.gamma=1.5", "loss.name=ppo"], "config key ppo.gamma: must be in [0, 1]"),
+        (["data.attribute_weights.helpfulness=-1"], "config key data.attribute_weights: weights must be non-negative"),
+        (["data.attribute_weights={a: 0, b: 0}"], "weights must be non-negative with a positive sum"),
+        (["loss.type_weights.pairwse=1", "loss.name=mixed"], "config key loss.type_weights: unknown entry pairwse"),
+        (
+            ["trainer.resume=true", "trainer.overwrite=true"],
+            "trainer.resume=true and trainer.overwrite=true contradict",
+        ),
+        (["parallel.offload_optimizer=true"], "parallel.offload_optimizer=true needs parallel.zero_stage >= 1"),
+        (["parallel.offload_param=true", "parallel.zero_stage=2"], "parallel.offload_param=true needs parallel.zero_"),
+        (["model.lora_rank=8", "model.ref_path=/models/ref"], "model.ref_path=/models/ref is for full fine-tuning"),
+        (["loss.name=una_score", "data.view=pairwise"], "data.view=pairwise gives pairwise examples, which loss.name="),
+        (["loss.name=dpo", "data.view=mixed"], "data.view=mixed mixes pairwise, binary and score examples"),
+        (
+            ["loss.name=una_online", "trainer.max_length=48", "rollout.max_new_tokens=48"],
+            "trainer.max_length=48 leaves no room for a prompt",
+        ),
+        (["loss.name=ppo", "parallel.zero_stage=3"], "online runs sync unpartitioned weights"),
+        (["eval.every=3", "trainer.log_every=2"], "eval.every=3 must be a multiple of trainer.log_every=2"),
+        (["eval.every=2", "parallel.tp_size=2"], "eval.every evaluates on rank 0 alone"),
+        (["eval.every=2", "data.path=x.jsonl"], "eval.every needs held-out prompts: set data.eval_path"),
+    ],
+)
 def test_range_and_cross_field_rules_fail_at_load(overrides, message):
     with pytest.raises(ConfigError) as e:
         load_config(None, overrides)
@@ -115,8 +136,16 @@ def test_range_and_cross_field_rules_fail_at_load(overrides, message):
 
 def test_every_problem_is_reported_at_once_one_line_each(tmp_path):
     with pytest.raises(ConfigError) as e:
-        load_config(None, ["parallel.zero_stage=7", "rollout.top_p=2", "optim.lr=-1", "trainer.resume=true",
-                           "trainer.overwrite=true"])
+        load_config(
+            None,
+            [
+                "parallel.zero_stage=7",
+                "rollout.top_p=2",
+                "optim.lr=-1",
+                "trainer.resume=true",
+                "trainer.overwrite=true",
+            ],
+        )
     assert len(e.value.problems) == 4 and str(e.value).splitlines() == e.value.problems
     # keys and values that do not parse are collected too, from the YAML and the overrides together
     p = tmp_path / "c.yaml"
@@ -124,8 +153,12 @@ def test_every_problem_is_reported_at_once_one_line_each(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_config(p, ["optim.lr=x", "nokey"])
     assert [m.split(":")[0] for m in e.value.problems] == [
-        "unknown config key trainer.bach_size; valid", "config key trainer.max_steps", "config key loss.name",
-        "config key optim.lr", "override 'nokey' is not key.sub=value"]
+        "unknown config key trainer.bach_size; valid",
+        "config key trainer.max_steps",
+        "config key loss.name",
+        "config key optim.lr",
+        "override 'nokey' is not key.sub=value",
+    ]
 
 
 def test_shipped_configs_and_defaults_load_without_errors():
@@ -141,20 +174,26 @@ def _warnings_of(overrides):
     return [str(w.message) for w in caught if issubclass(w.category, ConfigWarning)]
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (["loss.name=dpo", "ppo.epochs=4"], "ppo.epochs=4 is ignored by loss.name=dpo"),
-    (["loss.name=dpo", "rollout.temperature=0.7"], "rollout.temperature=0.7 is ignored by loss.name=dpo"),
-    (["loss.name=dpo", "loss.binary_kind=bce"], "loss.binary_kind=bce is ignored by loss.name=dpo"),
-    (["loss.name=una_score", "loss.type_weights.score=2"], "loss.type_weights={"),
-    (["loss.name=ppo", "loss.beta=0.5"], "loss.beta=0.5 is ignored by loss.name=ppo"),
-    (["loss.name=una_online", "eval.every=2"], "eval.every=2 is ignored by loss.name=una_online"),
-    (["loss.name=una_online", "data.view=score"], "data.view=score is ignored by loss.name=una_online"),
-    (["loss.name=una_online", "trainer.batch_size=16"], "trainer.batch_size=16 is ignored by loss.name=una_online"),
-    (["model.lora_alpha=32"], "model.lora_alpha=32 is ignored with model.lora_rank=0"),
-    (["parallel.backend=none", "parallel.zero_stage=2"], "parallel.zero_stage=2 is ignored by parallel.backend=none"),
-    (["data.packing=false"], "data.packing=false is ignored"),
-    (["data.format=pairwise"], "data.format=pairwise is ignored: data.path is empty"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["loss.name=dpo", "ppo.epochs=4"], "ppo.epochs=4 is ignored by loss.name=dpo"),
+        (["loss.name=dpo", "rollout.temperature=0.7"], "rollout.temperature=0.7 is ignored by loss.name=dpo"),
+        (["loss.name=dpo", "loss.binary_kind=bce"], "loss.binary_kind=bce is ignored by loss.name=dpo"),
+        (["loss.name=una_score", "loss.type_weights.score=2"], "loss.type_weights={"),
+        (["loss.name=ppo", "loss.beta=0.5"], "loss.beta=0.5 is ignored by loss.name=ppo"),
+        (["loss.name=una_online", "eval.every=2"], "eval.every=2 is ignored by loss.name=una_online"),
+        (["loss.name=una_online", "data.view=score"], "data.view=score is ignored by loss.name=una_online"),
+        (["loss.name=una_online", "trainer.batch_size=16"], "trainer.batch_size=16 is ignored by loss.name=una_online"),
+        (["model.lora_alpha=32"], "model.lora_alpha=32 is ignored with model.lora_rank=0"),
+        (
+            ["parallel.backend=none", "parallel.zero_stage=2"],
+            "parallel.zero_stage=2 is ignored by parallel.backend=none",
+        ),
+        (["data.packing=false"], "data.packing=false is ignored"),
+        (["data.format=pairwise"], "data.format=pairwise is ignored: data.path is empty"),
+    ],
+)
 def test_keys_without_effect_warn_one_line_each(overrides, message):
     lines = _warnings_of(overrides)
     assert len(lines) == 1 and message in lines[0] and "\n" not in lines[0], lines
@@ -166,8 +205,12 @@ def test_no_warning_for_keys_the_loss_reads_or_left_at_defaults():
     assert _warnings_of(["loss.name=una_online", "trainer.batch_size=32"]) == []  # = 8 prompts x 4 samples
     assert _warnings_of(["loss.name=dpo", "rollout.reward_model=/rm"]) == []  # train-rm writes it
     # a short try of a long run's YAML: micro-batch above the batch acts as 0, a warmup longer than the run is fine
-    assert _warnings_of(["trainer.batch_size=4", "trainer.micro_batch_size=8", "optim.warmup_steps=10",
-                         "trainer.max_steps=2"]) == []
+    assert (
+        _warnings_of(
+            ["trainer.batch_size=4", "trainer.micro_batch_size=8", "optim.warmup_steps=10", "trainer.max_steps=2"]
+        )
+        == []
+    )
 
 
 def test_loss_tables_match_the_registry():
@@ -185,18 +228,22 @@ def test_tensorboard_is_off_by_default_and_must_be_installed_when_on(monkeypatch
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "tensorboard" else real(n, *a))
     with pytest.raises(ConfigError) as e:
         load_config(None, ["trainer.tensorboard=true"])
-    assert e.value.problems == ["trainer.tensorboard=true but tensorboard is not installed: pip install tensorboard "
-                                "(or trainer.tensorboard=false)"]
+    assert e.value.problems == [
+        "trainer.tensorboard=true but tensorboard is not installed: pip install tensorboard "
+        "(or trainer.tensorboard=false)"
+    ]
 
 
 # --- `una-hpc config`: every key with its type, value, default and doc -------------------------------------------
+
 
 def test_every_field_is_documented_and_described(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("loss:\n  name: dpo\n  beta: 0.25\ntrainer:\n  max_steps: 7\n")
     cfg = load_config(p)
-    keys = [f"{s.name}.{f.name}" for s in dataclasses.fields(Config)
-            for f in dataclasses.fields(getattr(Config(), s.name))]
+    keys = [
+        f"{s.name}.{f.name}" for s in dataclasses.fields(Config) for f in dataclasses.fields(getattr(Config(), s.name))
+    ]
     docs = field_docs()
     assert set(docs) == set(keys) and all(docs[k] for k in keys), [k for k in keys if not docs.get(k)]
     infos = {i.key: i for i in config_fields(cfg)}

@@ -1,5 +1,6 @@
 """`run_data_check` on the malformed-input corpus (tests/data/bad, expected lines in EXPECTED.tsv) and the good
 corpus (tests/data/good): exact output lines, exit codes, nothing written; prompt-length policy in validation."""
+
 from __future__ import annotations
 
 import hashlib
@@ -30,8 +31,10 @@ GOOD = _expected(DATA / "good")
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for p in sorted(folder.rglob("*"))}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+        for p in sorted(folder.rglob("*"))
+    }
 
 
 def test_bad_corpus_is_big_enough_and_complete():
@@ -66,7 +69,8 @@ def test_good_file_passes(name, fmt, monkeypatch, capsys):
 def test_unknown_format_is_one_line(capsys):
     assert run_data_check(str(DATA / "good" / "text.jsonl"), "yaml") == 1
     assert capsys.readouterr().out.splitlines() == [
-        "unknown data format 'yaml'; valid: pairwise, binary, score, helpsteer2, conversational, text"]
+        "unknown data format 'yaml'; valid: pairwise, binary, score, helpsteer2, conversational, text"
+    ]
 
 
 def test_wrong_format_for_a_file_names_missing_columns(monkeypatch, capsys):
@@ -75,13 +79,17 @@ def test_wrong_format_for_a_file_names_missing_columns(monkeypatch, capsys):
     assert capsys.readouterr().out.splitlines() == [
         "pairwise.jsonl: field 'completion': missing column (format binary needs prompt, completion, label)",
         "pairwise.jsonl: field 'label': missing column (format binary needs prompt, completion, label)",
-        "pairwise.jsonl: 2 problems in 3 rows (format binary)"]
+        "pairwise.jsonl: 2 problems in 3 rows (format binary)",
+    ]
 
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
-    return train_tokenizer(["a b c d e f g h", "one two three four five", "the cat sat on the mat"],
-                           tmp_path_factory.mktemp("tok"), vocab_size=300)
+    return train_tokenizer(
+        ["a b c d e f g h", "one two three four five", "the cat sat on the mat"],
+        tmp_path_factory.mktemp("tok"),
+        vocab_size=300,
+    )
 
 
 @pytest.fixture()
@@ -99,17 +107,18 @@ def test_prompt_over_limit_is_a_problem_only_with_truncation_error(long_prompt_f
     assert n2 > 16
     problems = validate(ds, "score", "long.jsonl", tokenizer=tokenizer, max_prompt_length=16, truncation="error")
     assert [str(p) for p in problems] == [
-        f"long.jsonl:2: field 'prompt': prompt has {n2} tokens, over the limit of 16 (data.truncation=error)"]
+        f"long.jsonl:2: field 'prompt': prompt has {n2} tokens, over the limit of 16 (data.truncation=error)"
+    ]
     for policy in ("drop", "truncate_prompt"):
-        assert validate(ds, "score", "long.jsonl", tokenizer=tokenizer, max_prompt_length=16,
-                        truncation=policy) == []
+        assert validate(ds, "score", "long.jsonl", tokenizer=tokenizer, max_prompt_length=16, truncation=policy) == []
 
 
 def test_data_check_with_tokenizer_counts_long_prompts(long_prompt_file, tokenizer, capsys):
     cfg = DataConfig(max_prompt_length=16, truncation="drop")
     assert run_data_check(str(long_prompt_file), "score", data_cfg=cfg, tokenizer=tokenizer) == 0
     assert capsys.readouterr().out.splitlines() == [
-        f"{long_prompt_file}: 2 rows valid (format score); 1 prompt over the length limit (data.truncation=drop)"]
+        f"{long_prompt_file}: 2 rows valid (format score); 1 prompt over the length limit (data.truncation=drop)"
+    ]
     cfg = DataConfig(max_prompt_length=16, truncation="error")
     assert run_data_check(str(long_prompt_file), "score", data_cfg=cfg, tokenizer=tokenizer) == 1
     lines = capsys.readouterr().out.splitlines()

@@ -1,5 +1,6 @@
 """Pair-atomic packing: no pair split across rows, first-fit-decreasing placement, position ids restart, labels and
 seq_index consistent with the one-sequence-per-row layout, canonical sequence order and targets, KL sequences."""
+
 from __future__ import annotations
 
 import math
@@ -22,8 +23,11 @@ def _random_examples(n: int, seed: int = 0) -> list[TokenizedExample]:
         prompt = [rng.randint(3, 99) for _ in range(rng.randint(1, 12))]
         k = 2 if feedback == "pairwise" else 1
         seqs = [(prompt, [rng.randint(3, 99) for _ in range(rng.randint(1, 10))]) for _ in range(k)]
-        target = math.nan if feedback == "pairwise" else (float(rng.random() < 0.5) if feedback == "binary"
-                                                          else rng.random())
+        target = (
+            math.nan
+            if feedback == "pairwise"
+            else (float(rng.random() < 0.5) if feedback == "binary" else rng.random())
+        )
         out.append(TokenizedExample(100 + i, feedback, seqs, target))
     return out
 
@@ -49,8 +53,14 @@ def _segments(batch):
 
 def _token_set(batch):
     keep = ~batch.pad_mask
-    return sorted(zip(batch.seq_index[keep].tolist(), batch.position_ids[keep].tolist(),
-                      batch.input_ids[keep].tolist(), batch.labels[keep].tolist()))
+    return sorted(
+        zip(
+            batch.seq_index[keep].tolist(),
+            batch.position_ids[keep].tolist(),
+            batch.input_ids[keep].tolist(),
+            batch.labels[keep].tolist(),
+        )
+    )
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -70,7 +80,7 @@ def test_pairs_stay_together_and_rows_fit(seed):
 
 def test_position_ids_restart_per_sequence():
     batch = collate(_random_examples(30), PAD, row_length=64)
-    for s, (r, start, end) in _segments(batch).items():
+    for r, start, end in _segments(batch).values():
         assert batch.position_ids[r, start:end].tolist() == list(range(end - start))
     assert (batch.position_ids[batch.pad_mask] == 0).all() and (batch.labels[batch.pad_mask] == -100).all()
     assert (batch.input_ids[batch.pad_mask] == PAD).all()
@@ -85,10 +95,12 @@ def test_packed_matches_unpacked_layout(seed):
     for name in ("kind", "pair_id", "target"):
         assert torch.equal(getattr(packed.targets, name), getattr(flat.targets, name))
     assert torch.equal(packed.example_ids, flat.example_ids)
+
     # a per-sequence reduction through seq_index gives the same numbers in both layouts
     def per_seq(b):
         x = torch.where(b.labels != -100, b.labels, 0).float()
         return torch.zeros(b.num_seqs).index_add_(0, b.seq_index.flatten(), x.flatten())
+
     assert torch.equal(per_seq(packed), per_seq(flat))
 
 
@@ -113,6 +125,7 @@ def test_labels_and_order_match_an_independent_reference():
 def test_first_fit_decreasing_placement():
     def ex(i, n):  # one single-sequence example of n tokens (1 prompt token)
         return TokenizedExample(i, "score", [([7], [8] * (n - 1))], 0.5)
+
     examples = [ex(0, 2), ex(1, 6), ex(2, 3), ex(3, 5), ex(4, 4)]
     batch = collate(examples, PAD, row_length=10)
     # by hand: 6 -> row 0; 5 -> row 1; 4 -> row 0 (full); 3 -> row 1; 2 -> row 1 (full)
@@ -121,8 +134,10 @@ def test_first_fit_decreasing_placement():
 
 
 def test_row_capacity_grows_to_the_longest_unit():
-    examples = [TokenizedExample(0, "pairwise", [([1, 2, 3], [4, 5]), ([1, 2, 3], [6, 7, 8])], math.nan),
-                TokenizedExample(1, "binary", [([1], [2])], 1.0)]
+    examples = [
+        TokenizedExample(0, "pairwise", [([1, 2, 3], [4, 5]), ([1, 2, 3], [6, 7, 8])], math.nan),
+        TokenizedExample(1, "binary", [([1], [2])], 1.0),
+    ]
     batch = collate(examples, PAD, row_length=4)  # the pair alone has 11 tokens: capacity 11, so 2 rows
     assert batch.input_ids.shape == (2, 11)
     assert collate(examples, PAD).input_ids.shape == (2, 11)
@@ -150,8 +165,7 @@ def test_kto_kl_sequences_are_mismatched_pairs():
     short = collate(examples, PAD, kto_kl=True, max_length=8)
     kl_rows = [seg_ for s, seg_ in sorted(_segments(short).items()) if s >= base]
     assert len(kl_rows) == len(binary)
-    assert all(end - start <= max(8, len(binary[k].sequences[0][0]))
-               for k, (_, start, end) in enumerate(kl_rows))
+    assert all(end - start <= max(8, len(binary[k].sequences[0][0])) for k, (_, start, end) in enumerate(kl_rows))
 
 
 def test_ref_logps_are_carried_and_checked():

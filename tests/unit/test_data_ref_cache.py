@@ -1,5 +1,6 @@
 """Reference-logp cache: hit after save, miss on another dataset or model, lookup in a batch's sequence order,
 atomic write (no temp files, a truncated file is a miss), model fingerprints."""
+
 from __future__ import annotations
 
 import math
@@ -8,16 +9,24 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from una_hpc.data import (RefLogpCache, TokenizedExample, collate, dataset_fingerprint,
-                          model_fingerprint, split_by_example)
+from una_hpc.data import (
+    RefLogpCache,
+    TokenizedExample,
+    collate,
+    dataset_fingerprint,
+    model_fingerprint,
+    split_by_example,
+)
 from una_hpc.losses import KL
 
 
 def _examples(shift: int = 0):
-    return [TokenizedExample(0, "pairwise", [([5, 6], [7, 8 + shift]), ([5, 6], [9])], math.nan),
-            TokenizedExample(1, "binary", [([5], [10, 11])], 1.0),
-            TokenizedExample(2, "score", [([12, 13], [14])], 0.3),
-            TokenizedExample(3, "binary", [([15], [16])], 0.0)]
+    return [
+        TokenizedExample(0, "pairwise", [([5, 6], [7, 8 + shift]), ([5, 6], [9])], math.nan),
+        TokenizedExample(1, "binary", [([5], [10, 11])], 1.0),
+        TokenizedExample(2, "score", [([12, 13], [14])], 0.3),
+        TokenizedExample(3, "binary", [([15], [16])], 0.0),
+    ]
 
 
 def _values():

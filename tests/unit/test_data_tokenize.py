@@ -1,5 +1,6 @@
 """Tokenization: chat-template and plain rendering, eos, the prompt-length policies, max_length on the completion,
 and labels only on completion tokens once collated."""
+
 from __future__ import annotations
 
 import pytest
@@ -36,10 +37,18 @@ def _ids(t, text):
     return t(text, add_special_tokens=False)["input_ids"]
 
 
-EXAMPLES = [Example(0, "pairwise", "the cat", ["sat on", "red"], float("nan"), [1]),
-            Example(1, "binary", "one two", ["three"], 1.0, [2]),
-            Example(2, "score", [{"role": "system", "content": "be brief"}, {"role": "user", "content": "red"}],
-                    ["blue green"], 0.25, [3])]
+EXAMPLES = [
+    Example(0, "pairwise", "the cat", ["sat on", "red"], float("nan"), [1]),
+    Example(1, "binary", "one two", ["three"], 1.0, [2]),
+    Example(
+        2,
+        "score",
+        [{"role": "system", "content": "be brief"}, {"role": "user", "content": "red"}],
+        ["blue green"],
+        0.25,
+        [3],
+    ),
+]
 
 
 def test_chat_template_rendering(tok):
@@ -74,8 +83,10 @@ def test_batched_ids_equal_the_hf_tokenizer_one_example_at_a_time(tok):
     examples = []
     for i in range(40):
         feedback = ("pairwise", "binary", "score")[i % 3]
-        completions = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 7)))
-                       for _ in range(2 if feedback == "pairwise" else 1)]
+        completions = [
+            " ".join(rng.choice(words) for _ in range(rng.randint(1, 7)))
+            for _ in range(2 if feedback == "pairwise" else 1)
+        ]
         examples.append(Example(i, feedback, rng.choice(prompts), completions, 0.5, [i + 1]))
     assert len({str(ex.prompt) for ex in examples}) < len(examples)  # prompts really repeat
     got = tokenize_examples(examples, tok, max_length=256, max_prompt_length=128)
@@ -83,8 +94,9 @@ def test_batched_ids_equal_the_hf_tokenizer_one_example_at_a_time(tok):
     assert [ex.example_id for ex in got] == list(range(40))
     for ex, res in zip(examples, got):
         messages = [{"role": "user", "content": ex.prompt}] if isinstance(ex.prompt, str) else ex.prompt
-        prompt_ids = list(tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                                  return_dict=False))
+        prompt_ids = list(
+            tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+        )
         assert prompt_ids[0] == tok.bos_token_id and prompt_ids.count(tok.bos_token_id) == 1  # one bos, the template's
         want = [(prompt_ids, tok.encode(c, add_special_tokens=False) + [tok.eos_token_id]) for c in ex.completions]
         assert res.sequences == want, ex
@@ -117,7 +129,7 @@ def test_max_length_cuts_the_completion_end(tok):
     res = tokenize_data([ex], tok, DataConfig(), max_length=16)
     prompt, completion = res.examples[0].sequences[0]
     assert len(prompt) + len(completion) == 16 and res.truncated_completions == 1
-    assert completion == full[1][:16 - len(prompt)]
+    assert completion == full[1][: 16 - len(prompt)]
     # the prompt limit leaves room for one completion token even when max_prompt_length >= max_length
     res = tokenize_data([LONG], tok, DataConfig(max_prompt_length=100), max_length=10)
     prompt, completion = res.examples[0].sequences[0]
@@ -133,7 +145,7 @@ def test_labels_only_on_completion_tokens(tok):
         kept = labels[labels != -100].tolist()
         assert kept == completion  # every completion token is predicted exactly once, nothing else
         n = len(prompt) + len(completion)
-        assert (labels[:len(prompt) - 1] == -100).all() and (labels[n - 1:] == -100).all()
+        assert (labels[: len(prompt) - 1] == -100).all() and (labels[n - 1 :] == -100).all()
         assert batch.input_ids[r, :n].tolist() == prompt + completion
 
 
@@ -143,13 +155,25 @@ def test_a_prompt_the_chat_template_rejects_is_one_line(tok_dir):
     from una_hpc.data import validate
 
     strict = AutoTokenizer.from_pretrained(str(tok_dir))
-    strict.chat_template = ("{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
-                            "{% endif %}{% for m in messages %}{{ m['content'] }}{% endfor %}")
-    rows = [{"prompt": [{"role": "user", "content": "hi"}], "completion": [{"role": "assistant", "content": "a"}],
-             "label": 1},
-            {"prompt": [{"role": "system", "content": "x"}, {"role": "user", "content": "hi"}],
-             "completion": [{"role": "assistant", "content": "b"}], "label": 0}]
-    problems = validate(datasets.Dataset.from_list(rows), "conversational", "c.jsonl", tokenizer=strict,
-                        max_prompt_length=64)
+    strict.chat_template = (
+        "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+        "{% endif %}{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    )
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": "hi"}],
+            "completion": [{"role": "assistant", "content": "a"}],
+            "label": 1,
+        },
+        {
+            "prompt": [{"role": "system", "content": "x"}, {"role": "user", "content": "hi"}],
+            "completion": [{"role": "assistant", "content": "b"}],
+            "label": 0,
+        },
+    ]
+    problems = validate(
+        datasets.Dataset.from_list(rows), "conversational", "c.jsonl", tokenizer=strict, max_prompt_length=64
+    )
     assert [str(p) for p in problems] == [
-        "c.jsonl:2: field 'prompt': the chat template cannot render it (System role not supported)"]
+        "c.jsonl:2: field 'prompt': the chat template cannot render it (System role not supported)"
+    ]

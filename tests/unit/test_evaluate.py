@@ -3,6 +3,7 @@ model, batched generation, eval prompts from files, eval.json, plots, and the SF
 
     .venv/bin/python -m pytest tests/unit/test_evaluate.py -q
 """
+
 from __future__ import annotations
 
 import copy
@@ -25,16 +26,40 @@ from una_hpc.rollout.reward import RewardModel
 from una_hpc.task.grammar import gold_score, sample_prompts
 from una_hpc.task.sft import SFTConfig, collate, encode_example, encode_prompt, train_sft
 from una_hpc.trainer.eval_kl import policy_ref_logps
-from una_hpc.trainer.evaluate import (evaluate, fit_prompts, generate, generate_ids, load_model, mean_ci95,
-                                      read_eval_prompts, sampled_kl, win_rate)
+from una_hpc.trainer.evaluate import (
+    evaluate,
+    fit_prompts,
+    generate,
+    generate_ids,
+    load_model,
+    mean_ci95,
+    read_eval_prompts,
+    sampled_kl,
+    win_rate,
+)
 from una_hpc.trainer.plots import plot_metrics, plot_runs
 
-PROMPTS = ["add 4 and 5", "list three colors", "sort these words: pear apple fig plum", "spell cat",
-           "count down from 9 to 5", "what is the opposite of hot", "repeat dog 3 times", "reverse: cat dog red"]
+PROMPTS = [
+    "add 4 and 5",
+    "list three colors",
+    "sort these words: pear apple fig plum",
+    "spell cat",
+    "count down from 9 to 5",
+    "what is the opposite of hot",
+    "repeat dog 3 times",
+    "reverse: cat dog red",
+]
 # A user's prompts: plain English, outside the embedded task's grammar (so no gold reward applies).
-USER_PROMPTS = ["tell me about the cat on the mat", "is the red dog blue or green", "please answer one question",
-                "the cat sat and the dog sat", "count the blue cats please", "say yes or no to the dog",
-                "list the green and red ones", "what is a mat"]
+USER_PROMPTS = [
+    "tell me about the cat on the mat",
+    "is the red dog blue or green",
+    "please answer one question",
+    "the cat sat and the dog sat",
+    "count the blue cats please",
+    "say yes or no to the dog",
+    "list the green and red ones",
+    "what is a mat",
+]
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +96,9 @@ def test_left_padded_batches_match_one_by_one(tiny_model_dir, tok):
 
 def test_evaluate_against_itself(tiny_model_dir, tok, tmp_path):
     cfg = EvalConfig(num_prompts=6, max_new_tokens=12, gold_reward="una_hpc.task.grammar:gold_rewards")
-    r = evaluate(tiny_model_dir, None, PROMPTS, cfg, baseline=tiny_model_dir, reference=tiny_model_dir,
-                 out_dir=tmp_path)
+    r = evaluate(
+        tiny_model_dir, None, PROMPTS, cfg, baseline=tiny_model_dir, reference=tiny_model_dir, out_dir=tmp_path
+    )
     assert r["num_prompts"] == 6 and len(r["samples"]) == 6
     assert r["reward_source"] == "gold" and r["gold_reward"] == r["reward"]  # embedded prompts: exact gold reward
     g = r["reward"]
@@ -110,7 +136,7 @@ def _full_logits_logps(model, prompt_ids, completion_ids) -> torch.Tensor:
     with torch.no_grad():
         for p, c in zip(prompt_ids, completion_ids):
             logits = m(input_ids=torch.tensor([p + c])).logits[0]
-            logp = torch.log_softmax(logits[len(p) - 1:len(p) + len(c) - 1], dim=-1)
+            logp = torch.log_softmax(logits[len(p) - 1 : len(p) + len(c) - 1], dim=-1)
             out.append(logp.gather(1, torch.tensor(c).unsqueeze(1)).sum())
     return torch.stack(out)
 
@@ -135,8 +161,14 @@ def test_kernel_logps_equal_float64_full_logits(tiny_model_dir, tok):
     torch.testing.assert_close(got_r, want_r, rtol=0, atol=2e-4)
     assert (want_p - want_r).abs().max() > 0.5  # the reference really differs
     # float64 models through the same path: equal to float64 rounding
-    got_p, got_r = policy_ref_logps(copy.deepcopy(policy).double(), copy.deepcopy(reference).double(), prompt_ids,
-                                    completions, pad_id=tok.pad_token_id, batch_size=8)
+    got_p, got_r = policy_ref_logps(
+        copy.deepcopy(policy).double(),
+        copy.deepcopy(reference).double(),
+        prompt_ids,
+        completions,
+        pad_id=tok.pad_token_id,
+        batch_size=8,
+    )
     torch.testing.assert_close(got_p, want_p, rtol=0, atol=1e-9)
     torch.testing.assert_close(got_r, want_r, rtol=0, atol=1e-9)
 
@@ -147,8 +179,9 @@ def test_kernel_logps_with_lora_reference_and_head_bias(tiny_model_dir, tok):
     base = load_model(tiny_model_dir)
     prompt_ids, completions = _samples(base, tok, USER_PROMPTS[:4])
     # LoRA: the reference is the policy itself with its adapter off (PolicyPair.reference, a context factory)
-    policy = get_peft_model(copy.deepcopy(base), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
-                                                            init_lora_weights=False))
+    policy = get_peft_model(
+        copy.deepcopy(base), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
     policy.train()
     pair = PolicyPair(policy, None, "sdpa", lora=True)
     got_p, got_r = policy_ref_logps(policy, pair.reference, prompt_ids, completions, pad_id=tok.pad_token_id)
@@ -207,8 +240,9 @@ def test_rm_scored_eval_of_a_user_model(tiny_model_dir, tok, rm_dir, tmp_path):
     assert rm.tokenizer.get_vocab() != tok.get_vocab()
     cfg = EvalConfig(num_prompts=8, max_new_tokens=10, temperature=1.0)
     aligned = _perturbed(load_model(tiny_model_dir), scale=0.2, seed=4)
-    r = evaluate(aligned, tok, USER_PROMPTS, cfg, reward_model=rm_dir, reference=tiny_model_dir, out_dir=tmp_path,
-                 seed=1)
+    r = evaluate(
+        aligned, tok, USER_PROMPTS, cfg, reward_model=rm_dir, reference=tiny_model_dir, out_dir=tmp_path, seed=1
+    )
     assert r["reward_source"] == "reward_model" and r["reward_model"] == str(rm_dir) and "gold_reward" not in r
     responses = [s["response"] for s in r["samples"]]
     scores = rm.score_texts(USER_PROMPTS, responses).tolist()
@@ -229,12 +263,20 @@ def test_rm_scored_eval_of_a_user_model(tiny_model_dir, tok, rm_dir, tmp_path):
     assert ties >= 4 and (w["wins"], w["ties"]) == (wins, ties)
     assert w["rate"] == pytest.approx((wins + 0.5 * ties) / n)
     assert w["rate"] != pytest.approx(wins / n) and w["baseline_reward"]["mean"] == pytest.approx(
-        sum(base_scores) / n, abs=1e-6)
+        sum(base_scores) / n, abs=1e-6
+    )
 
 
 def test_user_prompts_without_a_reward_model_report_kl_and_lengths(tiny_model_dir, tok):
-    r = evaluate(tiny_model_dir, tok, USER_PROMPTS[:3], EvalConfig(max_new_tokens=6), baseline=tiny_model_dir,
-                 reference=tiny_model_dir, out_dir=None)
+    r = evaluate(
+        tiny_model_dir,
+        tok,
+        USER_PROMPTS[:3],
+        EvalConfig(max_new_tokens=6),
+        baseline=tiny_model_dir,
+        reference=tiny_model_dir,
+        out_dir=None,
+    )
     assert r["reward_source"] is None and "reward" not in r and "win_rate" not in r
     assert abs(r["kl"]["mean"]) < 1e-6 and r["mean_response_tokens"] > 0
     assert all("score" not in s for s in r["samples"])
@@ -242,8 +284,10 @@ def test_user_prompts_without_a_reward_model_report_kl_and_lengths(tiny_model_di
 
 def test_eval_prompts_from_any_table(tmp_path, tok, tiny_model_dir):
     chat = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "spell cat"}]
-    rows = [{"prompt": "the cat sat", "response": "ok", "score": 0.5}, {"prompt": "the cat sat", "response": "no",
-                                                                        "score": 0.1}]
+    rows = [
+        {"prompt": "the cat sat", "response": "ok", "score": 0.5},
+        {"prompt": "the cat sat", "response": "no", "score": 0.1},
+    ]
     (tmp_path / "scored.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert read_eval_prompts(tmp_path / "scored.jsonl") == ["the cat sat"]  # distinct prompts, other columns ignored
     (tmp_path / "chat.jsonl").write_text(json.dumps({"prompt": chat}) + "\n")
@@ -271,8 +315,9 @@ def test_sft_then_generate_reproduces_the_answer(tiny_model_dir, tok):
     model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32)
     pairs = [("add 2 and 3", "5"), ("spell cat", "c a t")]
     before = generate(model, tok, [p for p, _ in pairs], max_new_tokens=8)
-    rows = train_sft(model, tok, pairs, SFTConfig(steps=40, batch_size=2, lr=3e-3, warmup_steps=5, log_every=10),
-                     log=None)
+    rows = train_sft(
+        model, tok, pairs, SFTConfig(steps=40, batch_size=2, lr=3e-3, warmup_steps=5, log_every=10), log=None
+    )
     assert rows[-1]["loss"] < 0.1 * rows[0]["loss"]
     after = generate(model, tok, [p for p, _ in pairs], max_new_tokens=8)
     assert after == ["5", "c a t"] and before != after
@@ -280,17 +325,31 @@ def test_sft_then_generate_reproduces_the_answer(tiny_model_dir, tok):
 
 def test_plots_write_pngs(tmp_path):
     run = {"gold_reward": mean_ci95([0.2, 0.4, 0.6]), "win_rate": {"rate": 0.7}}  # an eval.json of before RM scoring
-    rm_runs = {k: {"reward": mean_ci95(v), "reward_source": "reward_model"} for k, v in
-               (("base", [-1.5, 0.3, 2.0]), ("aligned", [0.5, 1.0, 4.0]))}
+    rm_runs = {
+        k: {"reward": mean_ci95(v), "reward_source": "reward_model"}
+        for k, v in (("base", [-1.5, 0.3, 2.0]), ("aligned", [0.5, 1.0, 4.0]))
+    }
     assert plot_runs(rm_runs, tmp_path / "rm.png").stat().st_size > 1000
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "eval.json").write_text(json.dumps({"gold_reward": mean_ci95([0.5, 0.9])}))
     out = plot_runs({"una": run, "base": tmp_path / "b"}, tmp_path / "runs.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     metrics = tmp_path / "metrics.jsonl"
-    metrics.write_text("".join(json.dumps({"step": i, "loss": 1 / i, "reward_mean": i / 10, "tokens_per_s": 9,
-                                           **({"eval_reward": i, "eval_reward_ci_low": 0} if i % 2 == 0 else {})})
-                               + "\n" for i in range(1, 6)))
+    metrics.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "step": i,
+                    "loss": 1 / i,
+                    "reward_mean": i / 10,
+                    "tokens_per_s": 9,
+                    **({"eval_reward": i, "eval_reward_ci_low": 0} if i % 2 == 0 else {}),
+                }
+            )
+            + "\n"
+            for i in range(1, 6)
+        )
+    )
     curve = plot_metrics(metrics, tmp_path / "curve.png")
     assert curve.read_bytes()[:4] == b"\x89PNG" and curve.stat().st_size > 1000
     with pytest.raises(ValueError):

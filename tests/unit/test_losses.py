@@ -1,7 +1,8 @@
 """The UNA loss family against float64 formulas written here, independently of una_hpc.losses.
 
-    .venv/bin/python -m pytest tests/unit/test_losses.py -q
+.venv/bin/python -m pytest tests/unit/test_losses.py -q
 """
+
 from __future__ import annotations
 
 import math
@@ -12,8 +13,18 @@ import torch
 from una_hpc.config import LossConfig
 from una_hpc.data.helpsteer import combine_attributes
 from una_hpc.losses import (
-    BINARY, KL, LOSSES, PAIR_CHOSEN, PAIR_REJECTED, SCORE, SeqTargets, dpo_loss, kto_loss, normalize_rewards,
-    una_binary_loss, una_score_loss,
+    BINARY,
+    KL,
+    LOSSES,
+    PAIR_CHOSEN,
+    PAIR_REJECTED,
+    SCORE,
+    SeqTargets,
+    dpo_loss,
+    kto_loss,
+    normalize_rewards,
+    una_binary_loss,
+    una_score_loss,
 )
 
 torch.manual_seed(0)
@@ -115,8 +126,10 @@ def test_gradcheck_all_losses():
     s = torch.rand(5, dtype=torch.float64)
     cases = {
         "binary_mse": (lambda a: una_binary_loss(a, r, y, 0.05), lambda a: ref_binary(a, L(r), L(y), 0.05, "mse")),
-        "binary_bce": (lambda a: una_binary_loss(a, r, y, 0.05, "bce"),
-                       lambda a: ref_binary(a, L(r), L(y), 0.05, "bce")),
+        "binary_bce": (
+            lambda a: una_binary_loss(a, r, y, 0.05, "bce"),
+            lambda a: ref_binary(a, L(r), L(y), 0.05, "bce"),
+        ),
         "score": (lambda a: una_score_loss(a, r, s, 0.03), lambda a: ref_score(a, L(r), L(s), 0.03, "sigmoid")),
         "kto": (lambda a: kto_loss(a, r, y, 0.5, 0.03), lambda a: ref_kto(a, L(r), L(y), 0.5, 0.03)),
         "dpo": (lambda a: dpo_loss(a, r, p, s * 10, 0.1), lambda a: ref_dpo(a, L(r), L(p), L(s * 10), 0.1)),
@@ -144,8 +157,7 @@ def test_torch_gradcheck_float64_formulas():
 def test_policy_equals_reference_gives_log2_and_zero_reward():
     p = _rand(8, torch.float32)
     assert abs(dpo_loss(p, p.flip(0), p, p.flip(0), 0.1).item() - math.log(2)) < 1e-6
-    t = SeqTargets(torch.tensor([PAIR_CHOSEN, PAIR_REJECTED] * 4), torch.arange(4).repeat_interleave(2),
-                   torch.zeros(8))
+    t = SeqTargets(torch.tensor([PAIR_CHOSEN, PAIR_REJECTED] * 4), torch.arange(4).repeat_interleave(2), torch.zeros(8))
     out = LOSSES["dpo"](p, p, t, LossConfig(name="dpo", beta=0.1))
     assert torch.equal(out.metrics["implicit_reward"], torch.zeros(8))
 
@@ -188,9 +200,11 @@ def test_mixed_head_is_weighted_sum_of_type_means():
     head = LOSSES["mixed"]
     out = head(p, r, t, cfg)
     loss = head.loss(out, t.example_counts(), cfg)
-    expect = (0.5 * ref_dpo(L(p[[0, 2]]), L(p[[1, 3]]), L(r[[0, 2]]), L(r[[1, 3]]), 0.05)
-              + 2.0 * ref_binary(L(p[4:6]), L(r[4:6]), [1, 0], 0.05, "mse")
-              + 1.5 * ref_score(L(p[6:9]), L(r[6:9]), L(t.target[6:9]), 0.05, "sigmoid"))
+    expect = (
+        0.5 * ref_dpo(L(p[[0, 2]]), L(p[[1, 3]]), L(r[[0, 2]]), L(r[[1, 3]]), 0.05)
+        + 2.0 * ref_binary(L(p[4:6]), L(r[4:6]), [1, 0], 0.05, "mse")
+        + 1.5 * ref_score(L(p[6:9]), L(r[6:9]), L(t.target[6:9]), 0.05, "sigmoid")
+    )
     assert abs(loss.item() - expect) < 1e-5
     margins = [0.05 * ((p[c] - r[c]) - (p[j] - r[j])).item() for c, j in ((0, 1), (2, 3))]
     assert out.metrics["pair_accuracy"].tolist() == [float(m > 0) for m in margins]
@@ -220,8 +234,9 @@ def test_pair_accuracy_and_margin_by_hand():
 def test_mixed_head_with_one_type_equals_that_head(name, kind):
     n = 6
     if kind == PAIR_CHOSEN:
-        t = SeqTargets(torch.tensor([PAIR_CHOSEN, PAIR_REJECTED] * 3), torch.arange(3).repeat_interleave(2),
-                       torch.zeros(n))
+        t = SeqTargets(
+            torch.tensor([PAIR_CHOSEN, PAIR_REJECTED] * 3), torch.arange(3).repeat_interleave(2), torch.zeros(n)
+        )
     else:
         target = torch.tensor([1, 0, 1, 1, 0, 0.0]) if kind == BINARY else torch.rand(n)
         t = SeqTargets(torch.full((n,), kind), torch.full((n,), -1), target)
@@ -229,8 +244,8 @@ def test_mixed_head_with_one_type_equals_that_head(name, kind):
     cfg = LossConfig(name="mixed", beta=0.05)
     a = LOSSES["mixed"].loss(LOSSES["mixed"](p, r, t, cfg), t.example_counts(), cfg)
     b = LOSSES[name].loss(LOSSES[name](p, r, t, cfg), t.example_counts(), cfg)
-    ga, = torch.autograd.grad(a, p)
-    gb, = torch.autograd.grad(b, p)
+    (ga,) = torch.autograd.grad(a, p)
+    (gb,) = torch.autograd.grad(b, p)
     assert torch.equal(a, b) and torch.equal(ga, gb)
 
 
@@ -274,4 +289,5 @@ def test_bad_arguments_raise_clear_errors():
         una_score_loss(torch.zeros(3, 1), torch.zeros(3, 1), torch.zeros(3, 1), 0.1)
     with pytest.raises(ValueError, match="unknown loss"):
         from una_hpc.losses import get_head
+
         get_head("ppo2")

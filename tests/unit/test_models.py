@@ -1,7 +1,8 @@
 """Model plumbing: packed rows attend block-diagonally, LoRA reference = adapter off, LoRA merge export.
 
-    .venv/bin/python -m pytest tests/unit/test_models.py -q
+.venv/bin/python -m pytest tests/unit/test_models.py -q
 """
+
 from __future__ import annotations
 
 import pytest
@@ -29,11 +30,11 @@ def _batch(rows: list[list[list[int]]], pad_id: int = 0) -> PackedBatch:
         t = 0
         for s in row:
             n = len(s)
-            ids[r, t:t + n] = torch.tensor(s)
-            pos[r, t:t + n] = torch.arange(n)
-            seq[r, t:t + n] = s_id
-            labels[r, t:t + n - 1] = torch.tensor(s[1:])
-            pad[r, t:t + n] = False
+            ids[r, t : t + n] = torch.tensor(s)
+            pos[r, t : t + n] = torch.arange(n)
+            seq[r, t : t + n] = s_id
+            labels[r, t : t + n - 1] = torch.tensor(s[1:])
+            pad[r, t : t + n] = False
             t += n
             s_id += 1
     targets = SeqTargets(torch.full((s_id,), SCORE), torch.full((s_id,), -1), torch.full((s_id,), 0.5))
@@ -50,7 +51,7 @@ def test_packed_rows_equal_separate_sequences(tiny_model_dir, attn):
     width = packed.shape[0] // 2
     torch.testing.assert_close(packed[0:5], alone[0][:5], atol=2e-5, rtol=1e-4)
     torch.testing.assert_close(packed[5:8], alone[1][:3], atol=2e-5, rtol=1e-4)
-    torch.testing.assert_close(packed[width:width + 6], alone[2][:6], atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(packed[width : width + 6], alone[2][:6], atol=2e-5, rtol=1e-4)
 
 
 def test_lora_reference_is_adapter_off_with_shared_lm_head(tiny_model_dir):

@@ -1,4 +1,5 @@
 """PPO math (una_hpc.losses.ppo) against independent references written here: python loops in float64."""
+
 from __future__ import annotations
 
 import math
@@ -10,7 +11,12 @@ import torch
 
 from una_hpc.config import PPOConfig
 from una_hpc.losses.ppo import (
-    PPOLoss, gae, kl_penalized_rewards, ppo_policy_loss, ppo_value_loss, whiten,
+    PPOLoss,
+    gae,
+    kl_penalized_rewards,
+    ppo_policy_loss,
+    ppo_value_loss,
+    whiten,
 )
 
 # ---------------------------------------------------------------- references (float64, python loops)
@@ -86,7 +92,7 @@ def random_mask(b: int, t: int, seed: int, gaps: bool = False) -> torch.Tensor:
     for i in range(b):
         start = rng.randint(0, t // 2)
         length = rng.randint(1, t - start)
-        mask[i, start:start + length] = 1
+        mask[i, start : start + length] = 1
         if gaps and length > 3:
             hole = rng.randint(start + 1, start + length - 2)
             mask[i, hole] = 0
@@ -187,8 +193,10 @@ def test_masked_whiten(shift_mean):
     out = whiten(x, mask, shift_mean=shift_mean)
     picked = [v for v, m in zip(x.double().flatten().tolist(), mask.flatten().tolist()) if m]
     mean, var = statistics.fmean(picked), statistics.variance(picked)
-    expected = [[((v - mean) / math.sqrt(var + 1e-8) + (0 if shift_mean else mean)) if m else 0.0
-                 for v, m in zip(xr, mr)] for xr, mr in zip(x.double().tolist(), mask.tolist())]
+    expected = [
+        [((v - mean) / math.sqrt(var + 1e-8) + (0 if shift_mean else mean)) if m else 0.0 for v, m in zip(xr, mr)]
+        for xr, mr in zip(x.double().tolist(), mask.tolist())
+    ]
     close(out, expected)
     x2 = torch.where(mask > 0, x, torch.full_like(x, 1e6))  # values off the mask do not matter
     close(whiten(x2, mask, shift_mean=shift_mean), expected)
@@ -222,12 +230,14 @@ def test_policy_loss_matches_reference():
 def test_policy_clipping_zeroes_gradient_where_it_should():
     eps = 0.2
     # token: (log ratio, advantage, gradient-active?)
-    cases = [(math.log(1.5), 1.0, False),   # ratio above 1+eps, A > 0: clipped, no gradient
-             (math.log(0.5), -1.0, False),  # ratio below 1-eps, A < 0: clipped, no gradient
-             (math.log(1.5), -1.0, True),   # ratio above 1+eps, A < 0: unclipped (pessimistic) term
-             (math.log(0.5), 1.0, True),    # ratio below 1-eps, A > 0: unclipped term
-             (math.log(1.1), 2.0, True),    # inside the trust region
-             (math.log(0.9), -2.0, True)]
+    cases = [
+        (math.log(1.5), 1.0, False),  # ratio above 1+eps, A > 0: clipped, no gradient
+        (math.log(0.5), -1.0, False),  # ratio below 1-eps, A < 0: clipped, no gradient
+        (math.log(1.5), -1.0, True),  # ratio above 1+eps, A < 0: unclipped (pessimistic) term
+        (math.log(0.5), 1.0, True),  # ratio below 1-eps, A > 0: unclipped term
+        (math.log(1.1), 2.0, True),  # inside the trust region
+        (math.log(0.9), -2.0, True),
+    ]
     log_ratio = torch.tensor([[c[0] for c in cases]])
     adv = torch.tensor([[c[1] for c in cases]])
     old = torch.full_like(log_ratio, -1.0)
@@ -293,8 +303,14 @@ def test_value_loss_matches_reference():
 def test_value_clipping_gradient():
     # (v - old, return - old, active?): moving past the clip *toward* the return takes the clipped (constant, larger)
     # error, so no gradient; moving past it away from the return keeps the unclipped (larger) error and its gradient.
-    cases = [(0.5, 1.0, False), (-0.5, -1.0, False), (0.5, 0.6, False),
-             (0.5, -1.0, True), (-0.5, 1.0, True), (0.1, 1.0, True)]
+    cases = [
+        (0.5, 1.0, False),
+        (-0.5, -1.0, False),
+        (0.5, 0.6, False),
+        (0.5, -1.0, True),
+        (-0.5, 1.0, True),
+        (0.1, 1.0, True),
+    ]
     old = torch.zeros(1, len(cases))
     v = torch.tensor([[c[0] for c in cases]], requires_grad=True)
     ret = torch.tensor([[c[1] for c in cases]])

@@ -1,7 +1,8 @@
 """`rollout.reward_fn=module:function`: what the function receives, what it may return, and the one-line errors.
 
-    .venv/bin/python -m pytest tests/unit/test_reward_fn.py -q
+.venv/bin/python -m pytest tests/unit/test_reward_fn.py -q
 """
+
 from __future__ import annotations
 
 import pytest
@@ -17,8 +18,9 @@ def _rollouts(tok, prompts: list, completions: list[str], eos: bool) -> list[Rol
     out = []
     for i, text in enumerate(completions):
         ids = tok(text, add_special_tokens=False)["input_ids"] + ([tok.eos_token_id] if eos else [])
-        out.append(Rollout(i % len(prompts), i // len(prompts), [1, 2, 3], ids, [0.0] * len(ids),
-                           "stop" if eos else "length"))
+        out.append(
+            Rollout(i % len(prompts), i // len(prompts), [1, 2, 3], ids, [0.0] * len(ids), "stop" if eos else "length")
+        )
     return out
 
 
@@ -34,12 +36,18 @@ def test_function_gets_prompts_and_decoded_completions_in_order(tiny_model_dir):
     assert got.dtype == torch.float32 and got.tolist() == want
 
     frac = RewardFunction.load("reward_fns:cat_fraction").score_rollouts(
-        _rollouts(tok, prompts, completions, eos=False), prompts, tok)
+        _rollouts(tok, prompts, completions, eos=False), prompts, tok
+    )
     assert frac.tolist() == pytest.approx([0.0, 1 / 3, 0.0, 1.0])
 
 
-@pytest.mark.parametrize("name, words", [("reward_fns:wrong_length", "returned 5 values for 4 completions"),
-                                         ("reward_fns:not_finite", "completion 0 got nan")])
+@pytest.mark.parametrize(
+    "name, words",
+    [
+        ("reward_fns:wrong_length", "returned 5 values for 4 completions"),
+        ("reward_fns:not_finite", "completion 0 got nan"),
+    ],
+)
 def test_bad_results_are_one_line(tiny_model_dir, name, words):
     tok = load_tokenizer(tiny_model_dir)
     with pytest.raises(RewardFunctionError) as err:

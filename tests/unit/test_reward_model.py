@@ -3,6 +3,7 @@ and scoring rollouts with an RM whose tokenizer differs from the policy's (re-en
 
     .venv/bin/python -m pytest tests/unit/test_reward_model.py -q
 """
+
 from __future__ import annotations
 
 import json
@@ -10,18 +11,22 @@ import random
 
 import pytest
 import torch
-from text_corpus import WORDS
 from safetensors.torch import load_file
+from text_corpus import WORDS
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import (AutoModelForSequenceClassification, AutoTokenizer, LlamaConfig,
-                          LlamaForSequenceClassification, PreTrainedTokenizerFast)
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForSequenceClassification,
+    PreTrainedTokenizerFast,
+)
 
 from una_hpc.config import Config
+from una_hpc.data import DataError, encode_prompts
 from una_hpc.data.helpsteer import combine_attributes
-from una_hpc.rollout import Rollout, RewardModel, ScoredText, train_reward_model, train_rm_from_config
-from una_hpc.data import DataError
-from una_hpc.data import encode_prompts
 from una_hpc.models.policy import load_tokenizer
+from una_hpc.rollout import RewardModel, Rollout, ScoredText, train_reward_model, train_rm_from_config
 from una_hpc.rollout.reward import encode_pair, encode_texts, same_tokenizer
 from una_hpc.rollout.reward_train import META_FILE, load_scored_rows
 
@@ -46,8 +51,7 @@ def keyword_rows(n: int, seed: int) -> list[ScoredText]:
 @pytest.fixture(scope="module")
 def trained(tiny_model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("rm") / "reward_model"
-    return train_reward_model(tiny_model_dir, keyword_rows(256, seed=0), out, steps=80, lr=3e-4, seed=0,
-                              batch_size=16)
+    return train_reward_model(tiny_model_dir, keyword_rows(256, seed=0), out, steps=80, lr=3e-4, seed=0, batch_size=16)
 
 
 def test_training_learns_the_keyword(trained):
@@ -94,8 +98,9 @@ def test_scoring_is_batch_invariant(trained):
 def test_text_and_rollout_encodings_agree(trained):
     rm = RewardModel.from_pretrained(trained)
     tok = rm.tokenizer
-    text = tok.apply_chat_template([{"role": "user", "content": "count one two"}], tokenize=False,
-                                   add_generation_prompt=True)
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "count one two"}], tokenize=False, add_generation_prompt=True
+    )
     prompt_ids = tok(text, add_special_tokens=False)["input_ids"]  # what the policy generates from
     completion = tok("one two three", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     assert encode_pair(tok, "count one two", "one two three") == prompt_ids + completion
@@ -105,8 +110,18 @@ def test_text_and_rollout_encodings_agree(trained):
 
 def test_train_rm_from_config_helpsteer2(tiny_model_dir, tmp_path):
     data = tmp_path / "hs2.jsonl"
-    rows = [{"prompt": r.prompt, "response": r.response, "helpfulness": 4 * r.score, "correctness": 3,
-             "coherence": 4, "complexity": 1, "verbosity": 2} for r in keyword_rows(12, seed=4)]
+    rows = [
+        {
+            "prompt": r.prompt,
+            "response": r.response,
+            "helpfulness": 4 * r.score,
+            "correctness": 3,
+            "coherence": 4,
+            "complexity": 1,
+            "verbosity": 2,
+        }
+        for r in keyword_rows(12, seed=4)
+    ]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = Config()
     cfg.model.path, cfg.data.path, cfg.data.format = str(tiny_model_dir), str(data), "helpsteer2"
@@ -123,8 +138,12 @@ def test_train_rm_from_config_helpsteer2(tiny_model_dir, tmp_path):
 
 def test_bad_rows_are_one_line_errors(tmp_path, tiny_model_dir):
     data = tmp_path / "scores.jsonl"
-    data.write_text(json.dumps({"prompt": "a", "response": "b", "score": 0.5}) + "\n"
-                    + json.dumps({"prompt": "a", "response": "b", "score": 1.5}) + "\n")
+    data.write_text(
+        json.dumps({"prompt": "a", "response": "b", "score": 0.5})
+        + "\n"
+        + json.dumps({"prompt": "a", "response": "b", "score": 1.5})
+        + "\n"
+    )
     cfg = Config()
     cfg.model.path, cfg.data.path, cfg.data.format = str(tiny_model_dir), str(data), "score"
     cfg.trainer.output_dir = str(tmp_path / "run")
@@ -141,8 +160,10 @@ def test_bad_rows_are_one_line_errors(tmp_path, tiny_model_dir):
 # --- Rollouts scored by an RM with another tokenizer (decoded, re-encoded) or the same one (ids as they are) ---
 
 # A word-level vocabulary unlike the policy's byte-level BPE: other ids, other special tokens, another template.
-OTHER_TEMPLATE = ("{{ bos_token }}{% for m in messages %}[ {{ m['role'] }} ] {{ m['content'] }} {% endfor %}"
-                  "{% if add_generation_prompt %}[ assistant ] {% endif %}")
+OTHER_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}[ {{ m['role'] }} ] {{ m['content'] }} {% endfor %}"
+    "{% if add_generation_prompt %}[ assistant ] {% endif %}"
+)
 
 
 def other_tokenizer() -> PreTrainedTokenizerFast:
@@ -150,8 +171,9 @@ def other_tokenizer() -> PreTrainedTokenizerFast:
     vocab = {w: i for i, w in enumerate(["[UNK]"] + words + ["[PAD]", "[BOS]", "[EOS]"])}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    hf = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="[BOS]", eos_token="[EOS]", pad_token="[PAD]",
-                                 unk_token="[UNK]")
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="[BOS]", eos_token="[EOS]", pad_token="[PAD]", unk_token="[UNK]"
+    )
     hf.chat_template = OTHER_TEMPLATE
     return hf
 
@@ -159,9 +181,17 @@ def other_tokenizer() -> PreTrainedTokenizerFast:
 def random_rm(tokenizer, vocab_size: int) -> RewardModel:
     """A tiny randomly initialised RM; exact-equality checks need no training."""
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, head_dim=32, num_labels=1,
-                         pad_token_id=tokenizer.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+        num_labels=1,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     return RewardModel(LlamaForSequenceClassification(config).eval(), tokenizer, batch_size=4)
 
 
@@ -205,8 +235,11 @@ def test_other_tokenizer_scores_rollouts_as_their_texts(other_rm, policy_tok):
 def test_other_tokenizer_unfinished_completion_gets_no_eos(other_rm, policy_tok):
     rollouts = policy_rollouts(policy_tok, PROMPTS, RESPONSES, finished=lambda i, j: j == 0)
     assert [r.finish_reason for r in rollouts[:2]] == ["stop", "length"]
-    texts = encode_texts(other_rm.tokenizer, [PROMPTS[r.prompt_index] for r in rollouts],
-                         [RESPONSES[r.prompt_index][r.sample_index] for r in rollouts])
+    texts = encode_texts(
+        other_rm.tokenizer,
+        [PROMPTS[r.prompt_index] for r in rollouts],
+        [RESPONSES[r.prompt_index][r.sample_index] for r in rollouts],
+    )
     expected = [s if r.finish_reason == "stop" else s[:-1] for s, r in zip(texts, rollouts)]
     assert other_rm.reencode(rollouts, PROMPTS, policy_tok) == expected
     assert torch.equal(other_rm.score_rollouts(rollouts, PROMPTS, policy_tok), other_rm.score_ids(expected))
@@ -217,11 +250,16 @@ def test_other_tokenizer_message_prompts_use_the_rm_template(other_rm, policy_to
     rollouts = policy_rollouts(policy_tok, prompts, RESPONSES)
     sequences = other_rm.reencode(rollouts, prompts, policy_tok)
     bos, system, unk = (other_rm.tokenizer.convert_tokens_to_ids(t) for t in ("[BOS]", "system", "[UNK]"))
-    assert sequences[0][:4] == [bos, other_rm.tokenizer.convert_tokens_to_ids("["), system,
-                                other_rm.tokenizer.convert_tokens_to_ids("]")]
+    assert sequences[0][:4] == [
+        bos,
+        other_rm.tokenizer.convert_tokens_to_ids("["),
+        system,
+        other_rm.tokenizer.convert_tokens_to_ids("]"),
+    ]
     assert unk not in {t for s in sequences for t in s}  # every decoded word is in the RM's vocabulary
-    expected = other_rm.score_texts([prompts[r.prompt_index] for r in rollouts],
-                                    [RESPONSES[r.prompt_index][r.sample_index] for r in rollouts])
+    expected = other_rm.score_texts(
+        [prompts[r.prompt_index] for r in rollouts], [RESPONSES[r.prompt_index][r.sample_index] for r in rollouts]
+    )
     assert torch.equal(other_rm.score_rollouts(rollouts, prompts, policy_tok), expected)
     with pytest.raises(ValueError, match="needs their prompts"):
         other_rm.score_rollouts(rollouts, None, policy_tok)

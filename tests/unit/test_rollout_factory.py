@@ -1,7 +1,8 @@
 """make_engine: registry lookup, the missing-vLLM one-line error, and the opt-in HF fallback.
 
-    .venv/bin/python -m pytest tests/unit/test_rollout_factory.py -q
+.venv/bin/python -m pytest tests/unit/test_rollout_factory.py -q
 """
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,15 @@ import pytest
 from transformers import AutoModelForCausalLM
 
 from una_hpc.config import Config
-from una_hpc.rollout import (VLLM_HINT, HFEngine, RolloutEngine, VLLMNotInstalledError, make_engine,
-                             module_available, require_vllm)
+from una_hpc.rollout import (
+    VLLM_HINT,
+    HFEngine,
+    RolloutEngine,
+    VLLMNotInstalledError,
+    make_engine,
+    module_available,
+    require_vllm,
+)
 from una_hpc.rollout.factory import special_token_ids
 
 MISSING = "una_hpc_test_no_such_module"
@@ -66,8 +74,9 @@ _NO_VLLM = textwrap.dedent("""
 
 
 def test_missing_vllm_is_one_line_unless_fallback_allowed(tiny_model_dir):
-    proc = subprocess.run([sys.executable, "-c", _NO_VLLM, str(tiny_model_dir)], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", _NO_VLLM, str(tiny_model_dir)], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["error"] == f"VLLMNotInstalledError: {VLLM_HINT}"

@@ -1,7 +1,8 @@
 """HFEngine: sampled-token logprobs equal the trainer's seq_logps, EOS handling, greedy, seeds, live weights.
 
-    .venv/bin/python -m pytest tests/unit/test_rollout_hf.py -q
+.venv/bin/python -m pytest tests/unit/test_rollout_hf.py -q
 """
+
 from __future__ import annotations
 
 import pytest
@@ -65,8 +66,7 @@ def test_sampled_logprobs_match_trainer_and_eos_is_handled(setup):
 def test_temperature_does_not_change_the_returned_logprobs(setup):
     # Logprobs are the policy's (raw logits), whatever the sampling temperature: the trainer's quantity.
     model, engine, ps, _ = setup
-    rollouts = engine.generate(ps, n=2, params=SamplingSettings(max_new_tokens=16, temperature=0.5, top_p=0.9,
-                                                                seed=5))
+    rollouts = engine.generate(ps, n=2, params=SamplingSettings(max_new_tokens=16, temperature=0.5, top_p=0.9, seed=5))
     assert max_logprob_drift(rollouts, rollout_logps(model, rollouts, backend="torch")) < TOL
 
 
@@ -74,10 +74,16 @@ def test_greedy_equals_unpadded_generate(setup):
     model, engine, ps, eos = setup
     rollouts = engine.generate(ps, n=1, params=SamplingSettings(max_new_tokens=20, temperature=0.0))
     for r in rollouts:
-        out = model.generate(torch.tensor([r.prompt_ids]), do_sample=False, max_new_tokens=20, top_k=None,
-                             eos_token_id=eos, pad_token_id=model.config.pad_token_id)
-        ref = out[0, len(r.prompt_ids):].tolist()
-        assert r.completion_ids == ref[:len(r.completion_ids)] and len(ref) == len(r.completion_ids)
+        out = model.generate(
+            torch.tensor([r.prompt_ids]),
+            do_sample=False,
+            max_new_tokens=20,
+            top_k=None,
+            eos_token_id=eos,
+            pad_token_id=model.config.pad_token_id,
+        )
+        ref = out[0, len(r.prompt_ids) :].tolist()
+        assert r.completion_ids == ref[: len(r.completion_ids)] and len(ref) == len(r.completion_ids)
 
 
 def test_seed_reproducible_and_trainer_rng_untouched(setup):

@@ -1,7 +1,8 @@
 """policy_weights_for_sync: plain names, tied weights, LoRA merged on the fly without touching the training model.
 
-    .venv/bin/python -m pytest tests/unit/test_rollout_weights.py -q
+.venv/bin/python -m pytest tests/unit/test_rollout_weights.py -q
 """
+
 from __future__ import annotations
 
 import copy
@@ -37,8 +38,16 @@ def test_plain_model_yields_its_state_dict(tiny_model_dir):
 
 
 def test_tied_weights_are_yielded_once():
-    cfg = LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
-                      num_attention_heads=1, num_key_value_heads=1, head_dim=64, tie_word_embeddings=True)
+    cfg = LlamaConfig(
+        vocab_size=64,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=1,
+        num_attention_heads=1,
+        num_key_value_heads=1,
+        head_dim=64,
+        tie_word_embeddings=True,
+    )
     model = LlamaForCausalLM(cfg)
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
     names = [n for n, _ in policy_weights_for_sync(model)]

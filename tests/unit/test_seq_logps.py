@@ -4,6 +4,7 @@ Run: .venv/bin/python -m pytest tests/unit/test_seq_logps.py -q
 On CPU the Triton backend runs under the interpreter: TRITON_INTERPRET must be set before any @triton.jit in
 una_hpc.kernels is defined (triton reads it at decoration time), so it is set here before that module is imported.
 """
+
 import os
 import subprocess
 import sys
@@ -94,8 +95,9 @@ def test_values_and_grads_match_float64(backend, dtype):
     hidden, weight, ref_hidden, ref_weight, labels, seq_index = make_batch(dtype)
     h, w = leaf(hidden), leaf(weight)
     upstream = torch.linspace(-2.0, 3.0, S)  # non-uniform per-sequence gradients
-    logps, ref_logps = seq_logps(h, w, labels, seq_index, S, ref_hidden=ref_hidden, ref_weight=ref_weight,
-                                 backend=backend)
+    logps, ref_logps = seq_logps(
+        h, w, labels, seq_index, S, ref_hidden=ref_hidden, ref_weight=ref_weight, backend=backend
+    )
     assert logps.dtype == torch.float32 and logps.shape == (S,)
     assert ref_logps.dtype == torch.float32 and not ref_logps.requires_grad
     (logps * upstream).sum().backward()
@@ -129,8 +131,19 @@ def test_head_transforms_match_float64(backend, dtype, head):
     h, w = leaf(hidden), leaf(weight)
     b = None if bias is None else leaf(bias)
     upstream = torch.linspace(-2.0, 3.0, S)
-    logps, ref_logps = seq_logps(h, w, labels, seq_index, S, ref_hidden=ref_hidden, ref_weight=ref_weight, bias=b,
-                                 ref_bias=ref_bias, backend=backend, **kw)
+    logps, ref_logps = seq_logps(
+        h,
+        w,
+        labels,
+        seq_index,
+        S,
+        ref_hidden=ref_hidden,
+        ref_weight=ref_weight,
+        bias=b,
+        ref_bias=ref_bias,
+        backend=backend,
+        **kw,
+    )
     assert logps.dtype == torch.float32 and not ref_logps.requires_grad
     (logps * upstream).sum().backward()
 
@@ -138,8 +151,9 @@ def test_head_transforms_match_float64(backend, dtype, head):
     b64 = None if bias is None else leaf(bias.double())
     want = reference(h64, w64, labels, seq_index, S, bias=b64, **kw)
     (want * upstream.double()).sum().backward()
-    want_ref = reference(ref_hidden, ref_weight, labels, seq_index, S, bias=bias if ref_bias is None else ref_bias,
-                         **kw)
+    want_ref = reference(
+        ref_hidden, ref_weight, labels, seq_index, S, bias=bias if ref_bias is None else ref_bias, **kw
+    )
     torch.testing.assert_close(logps.double(), want.detach(), rtol=VALUE_TOL[dtype], atol=VALUE_TOL[dtype])
     torch.testing.assert_close(ref_logps.double(), want_ref, rtol=VALUE_TOL[dtype], atol=VALUE_TOL[dtype])
     assert h.grad.dtype == dtype and w.grad.dtype == dtype
@@ -161,23 +175,39 @@ def test_transformed_head_shared_weight_and_identical_policy(backend):
     for ref_w in (weight, weight.clone()):
         h, w, b = leaf(hidden), leaf(weight), leaf(bias)
         ref_w = w if ref_w is weight else ref_w
-        logps, ref_logps = seq_logps(h, w, labels, seq_index, S, ref_hidden=ref_hidden, ref_weight=ref_w, bias=b,
-                                     ref_bias=ref_bias, scale=kw["scale"], softcap=kw["softcap"], backend=backend)
+        logps, ref_logps = seq_logps(
+            h,
+            w,
+            labels,
+            seq_index,
+            S,
+            ref_hidden=ref_hidden,
+            ref_weight=ref_w,
+            bias=b,
+            ref_bias=ref_bias,
+            scale=kw["scale"],
+            softcap=kw["softcap"],
+            backend=backend,
+        )
         (logps * torch.arange(S, dtype=torch.float32)).sum().backward()
         runs.append((logps.detach(), ref_logps, h.grad, w.grad, b.grad))
     for a, c in zip(*runs, strict=True):
         torch.testing.assert_close(a, c, rtol=1e-6, atol=1e-6)
-    want_ref = reference(ref_hidden, weight, labels, seq_index, S, bias=ref_bias, scale=kw["scale"],
-                         softcap=kw["softcap"])
+    want_ref = reference(
+        ref_hidden, weight, labels, seq_index, S, bias=ref_bias, scale=kw["scale"], softcap=kw["softcap"]
+    )
     torch.testing.assert_close(runs[0][1].double(), want_ref, rtol=2e-5, atol=2e-5)
 
     head = dict(bias=bias, scale=kw["scale"], softcap=kw["softcap"], backend=backend)
     same = seq_logps(hidden, weight, labels, seq_index, S, ref_hidden=hidden, ref_weight=weight, ref_bias=bias, **head)
     assert torch.equal(same[0], same[1])
     only_bias = seq_logps(hidden, weight, labels, seq_index, S, ref_bias=ref_bias, **head)[1]
-    torch.testing.assert_close(only_bias.double(), reference(hidden, weight, labels, seq_index, S, bias=ref_bias,
-                                                             scale=kw["scale"], softcap=kw["softcap"]),
-                               rtol=2e-5, atol=2e-5)
+    torch.testing.assert_close(
+        only_bias.double(),
+        reference(hidden, weight, labels, seq_index, S, bias=ref_bias, scale=kw["scale"], softcap=kw["softcap"]),
+        rtol=2e-5,
+        atol=2e-5,
+    )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -187,7 +217,7 @@ def test_ignored_and_empty_sequences_get_zero_and_no_gradient(backend):
     logps, ref_logps = seq_logps(h, w, labels, seq_index, S, backend=backend)
     assert ref_logps is None
     assert logps[0].item() == 0.0 and logps[S - 1].item() == 0.0
-    assert (logps[1:S - 1] < 0).all()
+    assert (logps[1 : S - 1] < 0).all()
     # A huge upstream gradient on the empty / all-ignored sequences must not leak anywhere.
     upstream = torch.zeros(S)
     upstream[0] = upstream[S - 1] = 1e6
@@ -218,8 +248,9 @@ def test_ignored_tokens_with_huge_logits_keep_gradients_finite(backend):
 def test_policy_equal_to_reference_gives_identical_logps(backend):
     hidden, weight, _, _, labels, seq_index = make_batch(torch.bfloat16, seed=2)
     same = seq_logps(hidden, weight, labels, seq_index, S, ref_hidden=hidden, ref_weight=weight, backend=backend)
-    copies = seq_logps(hidden, weight, labels, seq_index, S, ref_hidden=hidden.clone(), ref_weight=weight.clone(),
-                       backend=backend)
+    copies = seq_logps(
+        hidden, weight, labels, seq_index, S, ref_hidden=hidden.clone(), ref_weight=weight.clone(), backend=backend
+    )
     for logps, ref_logps in (same, copies):
         assert torch.equal(logps, ref_logps)  # r = beta * (logp - ref_logp) = 0 exactly
     assert torch.equal(same[0], copies[0])
@@ -232,8 +263,9 @@ def test_shared_weight_path_equals_separate_weight_path(backend):
     for ref_w in (weight, weight.clone()):  # same object: W tiles loaded once; a copy: loaded twice
         h, w = leaf(hidden), leaf(weight)
         ref_w = w if ref_w is weight else ref_w
-        logps, ref_logps = seq_logps(h, w, labels, seq_index, S, ref_hidden=ref_hidden, ref_weight=ref_w,
-                                     backend=backend)
+        logps, ref_logps = seq_logps(
+            h, w, labels, seq_index, S, ref_hidden=ref_hidden, ref_weight=ref_w, backend=backend
+        )
         (logps * torch.arange(S, dtype=torch.float32)).sum().backward()
         runs.append((logps.detach(), ref_logps, h.grad, w.grad))
     for a, b in zip(*runs, strict=True):
@@ -247,15 +279,17 @@ def test_two_micro_batches_sum_to_the_full_batch(backend):
     hidden, weight, ref_hidden, ref_weight, labels, seq_index = make_batch(torch.float32, seed=4)
     upstream = torch.randn(S, generator=torch.Generator().manual_seed(5))
     h, w = leaf(hidden), leaf(weight)
-    full, full_ref = seq_logps(h, w, labels, seq_index, S, ref_hidden=ref_hidden, ref_weight=ref_weight,
-                               backend=backend)
+    full, full_ref = seq_logps(
+        h, w, labels, seq_index, S, ref_hidden=ref_hidden, ref_weight=ref_weight, backend=backend
+    )
     (full * upstream).sum().backward()
     h2, w2 = leaf(hidden), leaf(weight)
     k = 29
     total, total_ref = torch.zeros(S), torch.zeros(S)
     for sl in (slice(0, k), slice(k, T)):  # gradient accumulation over micro-batches
-        lp, rlp = seq_logps(h2[sl], w2, labels[sl], seq_index[sl], S, ref_hidden=ref_hidden[sl],
-                            ref_weight=ref_weight, backend=backend)
+        lp, rlp = seq_logps(
+            h2[sl], w2, labels[sl], seq_index[sl], S, ref_hidden=ref_hidden[sl], ref_weight=ref_weight, backend=backend
+        )
         (lp * upstream).sum().backward()
         total, total_ref = total + lp.detach(), total_ref + rlp
     for got, want in ((total, full), (total_ref, full_ref), (h2.grad, h.grad), (w2.grad, w.grad)):
@@ -276,13 +310,15 @@ def test_composes_with_una_losses_like_full_float64_logits(backend):
 
     for pick in (0, 1):
         h, w = leaf(hidden), leaf(weight)
-        pol, ref = seq_logps(h, w, labels, seq_index, 2 * n, ref_hidden=ref_hidden, ref_weight=ref_weight,
-                             backend=backend)
+        pol, ref = seq_logps(
+            h, w, labels, seq_index, 2 * n, ref_hidden=ref_hidden, ref_weight=ref_weight, backend=backend
+        )
         loss = heads(pol, ref)[pick]
         loss.backward()
         h64, w64 = leaf(hidden.double()), leaf(weight.double())
-        want = heads(reference(h64, w64, labels, seq_index, 2 * n),
-                     reference(ref_hidden, ref_weight, labels, seq_index, 2 * n))[pick]
+        want = heads(
+            reference(h64, w64, labels, seq_index, 2 * n), reference(ref_hidden, ref_weight, labels, seq_index, 2 * n)
+        )[pick]
         want.backward()
         assert loss.item() > 0
         torch.testing.assert_close(loss.double(), want.double().detach(), rtol=1e-5, atol=1e-6)
@@ -364,9 +400,16 @@ def test_triton_on_cpu_without_interpreter_is_refused(monkeypatch):
 
 def test_import_is_light():
     """`import una_hpc.kernels` must not import triton (slow, optional) nor register a top-level `kernels`."""
-    code = ("import sys, una_hpc.kernels as k; assert callable(k.seq_logps); "
-            "print('triton' in sys.modules, 'kernels' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "TRITON_INTERPRET": "0"})
+    code = (
+        "import sys, una_hpc.kernels as k; assert callable(k.seq_logps); "
+        "print('triton' in sys.modules, 'kernels' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TRITON_INTERPRET": "0"},
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "False"]

@@ -3,6 +3,7 @@ deterministic segment sums, peak memory.
 
 Run: .venv/bin/python -m pytest tests/unit/test_seq_logps_torch.py -q
 """
+
 import json
 import os
 import subprocess
@@ -48,8 +49,7 @@ def test_gradcheck_float64(monkeypatch):
     h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
     assert fn(h, w)[0].dtype == torch.float64
     # fast_mode checks random vector-Jacobian products: a few evaluations instead of one per input element.
-    assert torch.autograd.gradcheck(lambda a, b: fn(a, b)[0], (h, w), eps=1e-6, atol=1e-7, rtol=1e-5,
-                                    fast_mode=True)
+    assert torch.autograd.gradcheck(lambda a, b: fn(a, b)[0], (h, w), eps=1e-6, atol=1e-7, rtol=1e-5, fast_mode=True)
 
 
 @pytest.mark.parametrize("with_ref", [False, True])
@@ -65,8 +65,9 @@ def test_gradcheck_float64_with_bias_scale_softcap(monkeypatch, with_ref):
 
     h, w, b = (x.clone().requires_grad_() for x in (hidden, weight, bias))
     assert torch.autograd.gradcheck(fn, (h, w, b), eps=1e-6, atol=1e-7, rtol=1e-5, fast_mode=True)
-    torch.testing.assert_close(fn(h, w, b), naive(hidden, weight, labels, seq_index, 4, bias, 1.3, 2.0),
-                               rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        fn(h, w, b), naive(hidden, weight, labels, seq_index, 4, bias, 1.3, 2.0), rtol=1e-12, atol=1e-12
+    )
 
 
 @pytest.mark.parametrize("tiles", [(1, 1000), (4, 8), (7, 5), (1000, 36)])
@@ -189,8 +190,7 @@ print(json.dumps({"growth": peak - base}))
 def peak_growth(variant):
     # A clean environment: an in-process vLLM engine exports allocator and threading variables (LD_PRELOAD among them).
     env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
-    out = subprocess.run([sys.executable, "-c", WORKER, variant], capture_output=True, text=True, timeout=300,
-                         env=env)
+    out = subprocess.run([sys.executable, "-c", WORKER, variant], capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])["growth"]
 
@@ -200,7 +200,9 @@ def test_peak_memory_is_at_most_a_tenth_of_naive():
     """T=4096, H=64, V=32768, fp32, policy + reference fwd+bwd; peak RSS growth in separate processes."""
     naive_growth = peak_growth("naive")
     chunked_growth = peak_growth("chunked")
-    print(f"peak RSS growth: naive {naive_growth / 2**20:.0f} MiB, chunked {chunked_growth / 2**20:.0f} MiB, "
-          f"ratio {chunked_growth / naive_growth:.3f}")
+    print(
+        f"peak RSS growth: naive {naive_growth / 2**20:.0f} MiB, chunked {chunked_growth / 2**20:.0f} MiB, "
+        f"ratio {chunked_growth / naive_growth:.3f}"
+    )
     assert naive_growth > 3 * 4096 * 32768 * 4 // 2  # naive holds at least ~1.5 [T, V] fp32 tensors at its peak
     assert chunked_growth * 10 <= naive_growth

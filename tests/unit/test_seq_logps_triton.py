@@ -3,6 +3,7 @@ softcap), no [T, V] tensor, tuning configs.
 
 Run: .venv/bin/python -m pytest tests/unit/test_seq_logps_triton.py -q   (CPU: Triton interpreter, kept small)
 """
+
 import math
 import os
 
@@ -54,16 +55,18 @@ def test_vocab_splits_combine_to_the_same_result(splits):
     upstream = torch.linspace(-1.0, 2.0, 5, device=DEV)
 
     def run(n):
-        return lambda h, w: tt.TritonSeqLogps.apply(h, w, None, labels, seq_index, 5, ref_hidden, w, None, 1.0, None,
-                                                    IGN, n)
+        return lambda h, w: tt.TritonSeqLogps.apply(
+            h, w, None, labels, seq_index, 5, ref_hidden, w, None, 1.0, None, IGN, n
+        )
 
     (one, ref_one), gh1, gw1 = grads_of(run(1), hidden, weight, upstream)
     (many, ref_many), ghn, gwn = grads_of(run(splits), hidden, weight, upstream)
     for got, want in ((many, one), (ref_many, ref_one), (ghn, gh1), (gwn, gw1)):
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(many.double(), reference(hidden, weight, labels, seq_index, 5), rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(ref_many.double(), reference(ref_hidden, weight, labels, seq_index, 5),
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        ref_many.double(), reference(ref_hidden, weight, labels, seq_index, 5), rtol=1e-5, atol=1e-5
+    )
 
 
 HEAD = dict(scale=1.7, softcap=4.0)
@@ -85,10 +88,26 @@ def test_transformed_head_with_vocab_splits_matches_torch_backend():
         (logps * upstream).sum().backward()
         return logps.detach(), ref_logps, h.grad, w.grad, b.grad
 
-    got = run(lambda h, w, b: tt.TritonSeqLogps.apply(h, w, b, labels, seq_index, 5, ref_hidden, w, ref_bias,
-                                                      HEAD["scale"], HEAD["softcap"], IGN, 3))
-    want = run(lambda h, w, b: seq_logps(h, w, labels, seq_index, 5, ref_hidden=ref_hidden, ref_weight=w, bias=b,
-                                         ref_bias=ref_bias, backend="torch", **HEAD))
+    got = run(
+        lambda h, w, b: tt.TritonSeqLogps.apply(
+            h, w, b, labels, seq_index, 5, ref_hidden, w, ref_bias, HEAD["scale"], HEAD["softcap"], IGN, 3
+        )
+    )
+    want = run(
+        lambda h, w, b: seq_logps(
+            h,
+            w,
+            labels,
+            seq_index,
+            5,
+            ref_hidden=ref_hidden,
+            ref_weight=w,
+            bias=b,
+            ref_bias=ref_bias,
+            backend="torch",
+            **HEAD,
+        )
+    )
     for a, c in zip(got, want, strict=True):
         torch.testing.assert_close(a, c, rtol=2e-5, atol=2e-5)
 
@@ -145,8 +164,9 @@ def test_fully_ignored_token_blocks_and_zero_upstream_are_skipped_correctly():
     hidden, weight, labels, seq_index = batch(t=70, seed=2)
     labels[:40] = IGN  # the first two 16-token blocks only hold ignored tokens
     upstream = torch.tensor([0.0, 1.5, -2.0, 0.0, 0.7], device=DEV)  # zero gradient for sequences 0 and 3
-    (got, _), gh, gw = grads_of(lambda h, w: seq_logps(h, w, labels, seq_index, 5, backend="triton"),
-                                hidden, weight, upstream)
+    (got, _), gh, gw = grads_of(
+        lambda h, w: seq_logps(h, w, labels, seq_index, 5, backend="triton"), hidden, weight, upstream
+    )
     h64 = hidden.double().requires_grad_()
     w64 = weight.double().requires_grad_()
     want = reference(h64, w64, labels, seq_index, 5)
@@ -160,8 +180,9 @@ def test_fully_ignored_token_blocks_and_zero_upstream_are_skipped_correctly():
 
 def test_float16_matches_reference():
     hidden, weight, labels, seq_index = batch(seed=3, dtype=torch.float16)
-    (got, _), gh, gw = grads_of(lambda h, w: seq_logps(h, w, labels, seq_index, 5, backend="triton"),
-                                hidden, weight, torch.ones(5, device=DEV))
+    (got, _), gh, gw = grads_of(
+        lambda h, w: seq_logps(h, w, labels, seq_index, 5, backend="triton"), hidden, weight, torch.ones(5, device=DEV)
+    )
     assert gh.dtype == torch.float16 and gw.dtype == torch.float16
     h64 = hidden.double().requires_grad_()
     want = reference(h64, weight, labels, seq_index, 5)
@@ -193,8 +214,9 @@ def test_no_tensor_of_size_t_times_v_is_created(backend, monkeypatch):
     monkeypatch.setattr(st, "tile_sizes", lambda T, V, H: (16, 64))  # the torch path's tiles, scaled down
     hh, ww = hidden.requires_grad_(), weight.requires_grad_()
     with LargestTensor() as mode:
-        logps, ref_logps = seq_logps(hh, ww, labels, seq_index, 5, ref_hidden=hidden.detach() * 0.5,
-                                     ref_weight=ww, backend=backend)
+        logps, ref_logps = seq_logps(
+            hh, ww, labels, seq_index, 5, ref_hidden=hidden.detach() * 0.5, ref_weight=ww, backend=backend
+        )
         (logps - ref_logps).sum().backward()
     assert 0 < mode.largest <= t * v * 4 // 4  # bytes: a quarter of one fp32 [T, V] logits tensor
 

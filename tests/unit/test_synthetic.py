@@ -1,16 +1,28 @@
 """The synthetic HelpSteer-style task: grammar, exact gold attributes (hand-computed), splits, generators.
 
-    .venv/bin/python -m pytest tests/unit/test_synthetic.py -q
+.venv/bin/python -m pytest tests/unit/test_synthetic.py -q
 """
+
 from __future__ import annotations
 
 import random
 
 import pytest
 
-from una_hpc.task.grammar import (ATTRIBUTES, FAMILIES, QUALITIES, family_of, gold_attributes, gold_score,
-                                  make_response, make_splits, parse_prompt, sample_prompts, sample_response,
-                                  sft_examples)
+from una_hpc.task.grammar import (
+    ATTRIBUTES,
+    FAMILIES,
+    QUALITIES,
+    family_of,
+    gold_attributes,
+    gold_score,
+    make_response,
+    make_splits,
+    parse_prompt,
+    sample_prompts,
+    sample_response,
+    sft_examples,
+)
 
 H, C, COH, CX, V = ATTRIBUTES
 

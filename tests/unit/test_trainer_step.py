@@ -6,6 +6,7 @@ rest averaged), against a stand-in for the collective.
 The stand-in sums given per-rank dicts; the real all-reduce behind `sum_over_dp` runs in the 2-process gloo tests
 of tests/distributed (una_worker.py).
 """
+
 from __future__ import annotations
 
 import pytest
@@ -31,12 +32,39 @@ class FakeDPEngine:
 # grad_norm and lr are the same on every rank of a real run (already global); they differ here so that keeping
 # this rank's value and averaging are told apart.
 RANKS = [
-    {"loss": 0.5, "tokens": 100, "grad_norm": 2.0, "lr": 1e-3, "reward_mean": 0.1, "pair_accuracy": 0.5,
-     "loss_score": 0.25, "time_train_s": 3.0, "peak_memory_mb": 700.0},
-    {"loss": 1.5, "tokens": 60, "grad_norm": 4.0, "lr": 2e-3, "reward_mean": 0.4, "pair_accuracy": 1.0,
-     "loss_score": 0.75, "time_train_s": 5.0, "peak_memory_mb": 900.0},
-    {"loss": 4.0, "tokens": 20, "grad_norm": 6.0, "lr": 3e-3, "reward_mean": -0.2, "pair_accuracy": 0.0,
-     "loss_score": 2.0, "time_train_s": 1.0, "peak_memory_mb": 500.0},
+    {
+        "loss": 0.5,
+        "tokens": 100,
+        "grad_norm": 2.0,
+        "lr": 1e-3,
+        "reward_mean": 0.1,
+        "pair_accuracy": 0.5,
+        "loss_score": 0.25,
+        "time_train_s": 3.0,
+        "peak_memory_mb": 700.0,
+    },
+    {
+        "loss": 1.5,
+        "tokens": 60,
+        "grad_norm": 4.0,
+        "lr": 2e-3,
+        "reward_mean": 0.4,
+        "pair_accuracy": 1.0,
+        "loss_score": 0.75,
+        "time_train_s": 5.0,
+        "peak_memory_mb": 900.0,
+    },
+    {
+        "loss": 4.0,
+        "tokens": 20,
+        "grad_norm": 6.0,
+        "lr": 3e-3,
+        "reward_mean": -0.2,
+        "pair_accuracy": 0.0,
+        "loss_score": 2.0,
+        "time_train_s": 1.0,
+        "peak_memory_mb": 500.0,
+    },
 ]
 
 
@@ -59,9 +87,19 @@ def test_reduce_row_sums_loss_and_tokens_keeps_global_values_averages_the_rest(w
         assert out["run"] == "name" and out.keys() == {*mine, "run"}
     # the hand-computed two-rank case
     out = reduce_row(dict(RANKS[0]), FakeDPEngine([_as_passed(RANKS[1])]))
-    assert out == pytest.approx({"loss": 2.0, "tokens": 160, "grad_norm": 2.0, "lr": 1e-3, "reward_mean": 0.25,
-                                 "pair_accuracy": 0.75, "loss_score": 0.5, "time_train_s": 4.0,
-                                 "peak_memory_mb": 800.0})
+    assert out == pytest.approx(
+        {
+            "loss": 2.0,
+            "tokens": 160,
+            "grad_norm": 2.0,
+            "lr": 1e-3,
+            "reward_mean": 0.25,
+            "pair_accuracy": 0.75,
+            "loss_score": 0.5,
+            "time_train_s": 4.0,
+            "peak_memory_mb": 800.0,
+        }
+    )
 
 
 def test_reduce_row_on_one_rank_is_the_row_itself():

@@ -1,4 +1,5 @@
 """ValueModel (una_hpc.models.value): backbone loading, shapes, gradients, save/load, padding invariance."""
+
 from __future__ import annotations
 
 import pytest

@@ -13,6 +13,7 @@ the trainer asks the loss head, una_hpc.trainer.inputs.resolve_view), example (E
 trainer's micro-batch. Per-sequence targets (SeqTargets, IGNORE_INDEX) come from una_hpc.feedback: this package
 imports nothing from una_hpc.losses.
 """
+
 from .batch import PackedBatch
 from .check import run_data_check
 from .convert import VIEWS, prompts_of, records_to_examples, to_examples
@@ -21,15 +22,48 @@ from .formats import FORMATS, FormatSpec, Record, get_format
 from .io import DataError, Problem, load_table
 from .packing import collate, unpacked
 from .ref_cache import RefLogpCache, dataset_fingerprint, model_fingerprint, split_by_example
-from .tokenize import (TokenizedExample, TokenizeResult, encode_completions, encode_prompts, tokenize_data,
-                       tokenize_examples, tokenize_with_stats)
+from .tokenize import (
+    TokenizedExample,
+    TokenizeResult,
+    encode_completions,
+    encode_prompts,
+    tokenize_data,
+    tokenize_examples,
+    tokenize_with_stats,
+)
 from .validate import ValidationReport, load_validated, parse_table, validate, validate_report
 
 __all__ = [
-    "PackedBatch", "run_data_check", "VIEWS", "Example", "prompts_of", "records_to_examples",
-    "to_examples", "FORMATS", "FormatSpec", "Record", "get_format", "DataError", "Problem", "load_table",
-    "collate", "unpacked", "RefLogpCache", "dataset_fingerprint", "model_fingerprint", "split_by_example",
-    "TokenizedExample", "TokenizeResult", "encode_completions", "encode_prompts", "tokenize_data",
-    "tokenize_examples", "tokenize_with_stats",
-    "ValidationReport", "load_validated", "parse_table", "validate", "validate_report",
+    "PackedBatch",
+    "run_data_check",
+    "VIEWS",
+    "Example",
+    "prompts_of",
+    "records_to_examples",
+    "to_examples",
+    "FORMATS",
+    "FormatSpec",
+    "Record",
+    "get_format",
+    "DataError",
+    "Problem",
+    "load_table",
+    "collate",
+    "unpacked",
+    "RefLogpCache",
+    "dataset_fingerprint",
+    "model_fingerprint",
+    "split_by_example",
+    "TokenizedExample",
+    "TokenizeResult",
+    "encode_completions",
+    "encode_prompts",
+    "tokenize_data",
+    "tokenize_examples",
+    "tokenize_with_stats",
+    "ValidationReport",
+    "load_validated",
+    "parse_table",
+    "validate",
+    "validate_report",
 ]

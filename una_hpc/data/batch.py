@@ -4,6 +4,7 @@ Several sequences share a row (packing); position ids restart at 0 for each sequ
 block-diagonal causal, so a packed sequence sees exactly what it would see alone. `labels` are already shifted:
 labels[r, t] is the token that position t predicts, or IGNORE_INDEX (prompt, padding, a sequence's last position).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
@@ -47,9 +48,17 @@ class PackedBatch:
         idx = torch.as_tensor(rows, dtype=torch.long)
         seq = torch.arange(len(rows)).unsqueeze(1).expand(-1, self.input_ids.shape[1]).to(self.seq_index.device)
         t = self.targets
-        return PackedBatch(self.input_ids[idx], self.position_ids[idx], self.labels[idx], seq, self.pad_mask[idx],
-                           len(rows), SeqTargets(t.kind[idx], t.pair_id[idx], t.target[idx]), self.example_ids[idx],
-                           None if self.ref_logps is None else self.ref_logps[idx])
+        return PackedBatch(
+            self.input_ids[idx],
+            self.position_ids[idx],
+            self.labels[idx],
+            seq,
+            self.pad_mask[idx],
+            len(rows),
+            SeqTargets(t.kind[idx], t.pair_id[idx], t.target[idx]),
+            self.example_ids[idx],
+            None if self.ref_logps is None else self.ref_logps[idx],
+        )
 
     def to(self, device: torch.device | str) -> PackedBatch:
         moved = {}

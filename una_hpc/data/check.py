@@ -10,6 +10,7 @@ A missing or unreadable file is one line (no summary). Bad data never raises a t
 With a tokenizer, prompt lengths are checked against data.max_prompt_length (and max_length) under
 data.truncation, as training would.
 """
+
 from __future__ import annotations
 
 import sys
@@ -25,8 +26,15 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def run_data_check(path: str, fmt: str, *, data_cfg: DataConfig | None = None, tokenizer: Any = None,
-                   max_length: int | None = None, out: TextIO | None = None) -> int:
+def run_data_check(
+    path: str,
+    fmt: str,
+    *,
+    data_cfg: DataConfig | None = None,
+    tokenizer: Any = None,
+    max_length: int | None = None,
+    out: TextIO | None = None,
+) -> int:
     """Check one table; print problems and a summary to `out` (stdout); return 1 when there is any, else 0."""
     out = sys.stdout if out is None else out
     cfg = data_cfg or DataConfig()
@@ -35,10 +43,16 @@ def run_data_check(path: str, fmt: str, *, data_cfg: DataConfig | None = None, t
         return 1
     try:
         ds = load_table(path)
-        report = validate_report(ds, fmt, str(path), tokenizer=tokenizer,
-                                 max_prompt_length=cfg.max_prompt_length if tokenizer is not None else None,
-                                 max_length=max_length, truncation=cfg.truncation,
-                                 attribute_weights=cfg.attribute_weights)
+        report = validate_report(
+            ds,
+            fmt,
+            str(path),
+            tokenizer=tokenizer,
+            max_prompt_length=cfg.max_prompt_length if tokenizer is not None else None,
+            max_length=max_length,
+            truncation=cfg.truncation,
+            attribute_weights=cfg.attribute_weights,
+        )
     except DataError as e:
         for p in e.problems:
             print(p, file=out)
@@ -54,7 +68,6 @@ def run_data_check(path: str, fmt: str, *, data_cfg: DataConfig | None = None, t
         return 1
     note = ""
     if report.over_length:
-        note = (f"; {_plural(report.over_length, 'prompt')} over the length limit "
-                f"(data.truncation={report.truncation})")
+        note = f"; {_plural(report.over_length, 'prompt')} over the length limit (data.truncation={report.truncation})"
     print(f"{path}: {rows} valid (format {fmt}){note}", file=out)
     return 0

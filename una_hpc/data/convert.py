@@ -19,6 +19,7 @@ Output order is deterministic: groups in order of first appearance, and within a
 (pairs: adjacent pairs from the best down, then best-vs-worst; binary/score: row order). `example_id` is the
 position in the returned list.
 """
+
 from __future__ import annotations
 
 import math
@@ -47,8 +48,8 @@ def _pairs_from_scores(group: list[tuple[Record, int]], cfg: DataConfig) -> list
     if len(order) >= 3:
         picks.append((order[0], order[-1]))
     out = []
-    for w, l in picks:
-        (rw, row_w), (rl, row_l) = group[w], group[l]
+    for win, lose in picks:
+        (rw, row_w), (rl, row_l) = group[win], group[lose]
         if rw.value - rl.value > TIE_EPS:
             out.append(("pairwise", [rw.completions[0], rl.completions[0]], math.nan, [row_w, row_l]))
     return out
@@ -93,8 +94,9 @@ def views_for(kind: str) -> tuple[str, ...]:
     return tuple(v for v in FEEDBACK_TYPES if v in BUILDERS[kind])
 
 
-def records_to_examples(records: list[tuple[Record, int]], view: str, data_cfg: DataConfig,
-                        source: str = "<data>") -> list[Example]:
+def records_to_examples(
+    records: list[tuple[Record, int]], view: str, data_cfg: DataConfig, source: str = "<data>"
+) -> list[Example]:
     """(record, 1-based row) pairs -> examples for `view` (see the module docstring)."""
     if view not in VIEWS:
         raise ValueError(f"unknown data view {view!r}; valid: auto, {', '.join(VIEWS)}")
@@ -105,8 +107,11 @@ def records_to_examples(records: list[tuple[Record, int]], view: str, data_cfg: 
         raise DataError.one(source, f"rows of different kinds ({', '.join(kinds)}) in one table")
     available = views_for(kinds[0])
     if not available:
-        raise DataError.one(source, "this data has no feedback (prompts/text only); use a pairwise, binary, "
-                                    "score, helpsteer2 or conversational preference table for training")
+        raise DataError.one(
+            source,
+            "this data has no feedback (prompts/text only); use a pairwise, binary, "
+            "score, helpsteer2 or conversational preference table for training",
+        )
     if view != "mixed" and view not in available:
         raise DataError.one(source, f"data of this format gives the views {', '.join(available)}, not {view!r}")
     groups: dict[str, list[tuple[Record, int]]] = {}
@@ -129,8 +134,9 @@ def to_examples(ds: Dataset, fmt: str, view: str, data_cfg: DataConfig, source: 
     return records_to_examples(records, view, data_cfg, source)
 
 
-def prompts_of(ds: Dataset, fmt: str, source: str = "<data>",
-               attribute_weights: dict[str, float] | None = None) -> list[Prompt]:
+def prompts_of(
+    ds: Dataset, fmt: str, source: str = "<data>", attribute_weights: dict[str, float] | None = None
+) -> list[Prompt]:
     """Distinct prompts in order of first appearance, from any format (online rollouts, eval prompt lists).
     A `text` row is a prompt; a `messages` row's prompt is the conversation before its final assistant message."""
     records, problems = parse_table(ds, fmt, source, attribute_weights)
@@ -140,4 +146,3 @@ def prompts_of(ds: Dataset, fmt: str, source: str = "<data>",
     for rec, _ in records:
         unique.setdefault(prompt_key(rec.prompt), rec.prompt)
     return list(unique.values())
-

@@ -21,6 +21,7 @@ conversational table is a prompt list (online rollouts).
 
 Each format parses a row into a `Record` (prompt, completions, feedback value) or a list of (field, message) issues.
 """
+
 from __future__ import annotations
 
 import json
@@ -168,7 +169,7 @@ class _Row:
         out = []
         for i, m in enumerate(value, start=1):
             if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-                self.bad(field, f"message {i}: expected {{\"role\": string, \"content\": string}}, got {show(m)}")
+                self.bad(field, f'message {i}: expected {{"role": string, "content": string}}, got {show(m)}')
                 return None
             if m["role"] not in ROLES:
                 self.bad(field, f"message {i}: role {m['role']!r} is not one of {', '.join(ROLES)}")
@@ -202,6 +203,7 @@ def _missing(columns: Sequence[str], needed: Sequence[str], spec: str) -> list[F
 def _columns(fmt: str, *needed: str) -> Callable[[Sequence[str], RowContext], list[FieldIssue]]:
     def check(columns: Sequence[str], ctx: RowContext) -> list[FieldIssue]:
         return _missing(columns, needed, f"{fmt} needs " + ", ".join(needed))
+
     return check
 
 
@@ -245,8 +247,11 @@ def _parse_score(row: Mapping[str, Any], ctx: RowContext) -> tuple[Record | None
 
 
 def _check_helpsteer_columns(columns: Sequence[str], ctx: RowContext) -> list[FieldIssue]:
-    issues = _missing(columns, ("prompt", "response", *HELPSTEER_ATTRIBUTES),
-                      "helpsteer2 needs prompt, response, " + ", ".join(HELPSTEER_ATTRIBUTES))
+    issues = _missing(
+        columns,
+        ("prompt", "response", *HELPSTEER_ATTRIBUTES),
+        "helpsteer2 needs prompt, response, " + ", ".join(HELPSTEER_ATTRIBUTES),
+    )
     unknown = [n for n in ctx.attribute_weights if n not in HELPSTEER_ATTRIBUTES]
     return issues + [(n, f"data.attribute_weights names {n!r}, not a HelpSteer2 attribute") for n in unknown]
 
@@ -329,8 +334,13 @@ def _conv_variant(columns: Sequence[str]) -> Callable[[_Row], Record | None] | N
 def _check_conv_columns(columns: Sequence[str], ctx: RowContext) -> list[FieldIssue]:
     if _conv_variant(columns) is not None:
         return []
-    return [("messages", "missing column (format conversational needs messages, or prompt + chosen + rejected, "
-                         "or prompt + completion + label)")]
+    return [
+        (
+            "messages",
+            "missing column (format conversational needs messages, or prompt + chosen + rejected, "
+            "or prompt + completion + label)",
+        )
+    ]
 
 
 def _parse_conversational(row: Mapping[str, Any], ctx: RowContext) -> tuple[Record | None, list[FieldIssue]]:
@@ -343,16 +353,22 @@ def _parse_conversational(row: Mapping[str, Any], ctx: RowContext) -> tuple[Reco
 
 
 FORMATS: dict[str, FormatSpec] = {
-    "pairwise": FormatSpec("pairwise", "prompt, chosen, rejected",
-                           _columns("pairwise", "prompt", "chosen", "rejected"), _parse_pairwise),
-    "binary": FormatSpec("binary", "prompt, completion, label", _columns("binary", "prompt", "completion", "label"),
-                         _parse_binary),
-    "score": FormatSpec("score", "prompt, response, score (or attribute columns)", _check_score_columns,
-                        _parse_score),
-    "helpsteer2": FormatSpec("helpsteer2", "prompt, response, " + ", ".join(HELPSTEER_ATTRIBUTES),
-                             _check_helpsteer_columns, _parse_helpsteer),
-    "conversational": FormatSpec("conversational", "messages | prompt, chosen, rejected | prompt, completion, label",
-                                 _check_conv_columns, _parse_conversational),
+    "pairwise": FormatSpec(
+        "pairwise", "prompt, chosen, rejected", _columns("pairwise", "prompt", "chosen", "rejected"), _parse_pairwise
+    ),
+    "binary": FormatSpec(
+        "binary", "prompt, completion, label", _columns("binary", "prompt", "completion", "label"), _parse_binary
+    ),
+    "score": FormatSpec("score", "prompt, response, score (or attribute columns)", _check_score_columns, _parse_score),
+    "helpsteer2": FormatSpec(
+        "helpsteer2", "prompt, response, " + ", ".join(HELPSTEER_ATTRIBUTES), _check_helpsteer_columns, _parse_helpsteer
+    ),
+    "conversational": FormatSpec(
+        "conversational",
+        "messages | prompt, chosen, rejected | prompt, completion, label",
+        _check_conv_columns,
+        _parse_conversational,
+    ),
     "text": FormatSpec("text", "text", _columns("text", "text"), _parse_text),
 }
 

@@ -10,6 +10,7 @@ failing the whole file.
 Every failure is a `DataError` holding one or more `Problem`s, each printed as one line naming the file and, where
 known, the row (1-based record number; for JSON Lines a bad line is named by its line number) and the field.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -166,8 +167,9 @@ def _exact_json_columns(ds: Dataset, path: Path) -> Dataset:
 
 def _load(builder: str, path: Path, **kwargs: Any) -> Dataset:
     with tempfile.TemporaryDirectory(prefix="una-hpc-load-") as cache:
-        return datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=cache,
-                                     keep_in_memory=True, **kwargs)
+        return datasets.load_dataset(
+            builder, data_files=str(path), split="train", cache_dir=cache, keep_in_memory=True, **kwargs
+        )
 
 
 def _read(builder: str, path: Path) -> Dataset:
@@ -180,8 +182,10 @@ def _read(builder: str, path: Path) -> Dataset:
 def _load_file(path: Path, name: str) -> Dataset:
     builder = BUILDERS.get(path.suffix.lower())
     if builder is None:
-        raise DataError.one(name, f"unsupported file type {path.suffix or '(none)'!r}; "
-                                  f"use {', '.join(BUILDERS)} or a save_to_disk directory")
+        raise DataError.one(
+            name,
+            f"unsupported file type {path.suffix or '(none)'!r}; use {', '.join(BUILDERS)} or a save_to_disk directory",
+        )
     try:
         if _is_blank(path):
             raise DataError.one(name, "file is empty (no rows)")
@@ -194,8 +198,9 @@ def _load_file(path: Path, name: str) -> Dataset:
             cause = e
     problems: list[Problem] = []
     if builder == "json":
-        problems = (_diagnose_json_lines(path, name) if _looks_like_json_lines(path)
-                    else _diagnose_json_document(path, name))
+        problems = (
+            _diagnose_json_lines(path, name) if _looks_like_json_lines(path) else _diagnose_json_document(path, name)
+        )
     if not problems:
         detail = _first_line(cause.__cause__ or cause) if cause.__cause__ or str(cause).strip() else ""
         problems = [Problem(name, None, None, f"cannot read {builder} file ({detail or type(cause).__name__})")]

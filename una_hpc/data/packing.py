@@ -15,6 +15,7 @@ Per sequence: position_ids restart at 0; labels[t] = token t+1 when token t+1 is
 sequence, else IGNORE_INDEX (so prompt tokens, each sequence's last position and padding carry no label); seq_index
 is the canonical sequence number (padding: 0, with pad_mask True).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -45,15 +46,18 @@ def _check(ex: TokenizedExample) -> None:
     if ex.feedback not in KINDS:
         raise ValueError(f"example {ex.example_id}: feedback {ex.feedback!r} is not one of {', '.join(KINDS)}")
     if len(ex.sequences) != len(KINDS[ex.feedback]):
-        raise ValueError(f"example {ex.example_id}: {ex.feedback} needs {len(KINDS[ex.feedback])} sequence(s), "
-                         f"got {len(ex.sequences)}")
+        raise ValueError(
+            f"example {ex.example_id}: {ex.feedback} needs {len(KINDS[ex.feedback])} sequence(s), "
+            f"got {len(ex.sequences)}"
+        )
     for prompt, _ in ex.sequences:
         if not prompt:
             raise ValueError(f"example {ex.example_id}: empty prompt (the first completion token needs a predictor)")
 
 
-def plan_sequences(examples: Sequence[TokenizedExample], *, kto_kl: bool = False,
-                   max_length: int | None = None) -> tuple[list[_Seq], list[list[int]]]:
+def plan_sequences(
+    examples: Sequence[TokenizedExample], *, kto_kl: bool = False, max_length: int | None = None
+) -> tuple[list[_Seq], list[list[int]]]:
     """Sequences in canonical order, and the packing units (lists of sequence indices)."""
     seqs: list[_Seq] = []
     units: list[list[int]] = []
@@ -72,7 +76,7 @@ def plan_sequences(examples: Sequence[TokenizedExample], *, kto_kl: bool = False
         prompt = ex.sequences[0][0]
         completion = list(binary[(j + 1) % len(binary)].sequences[0][1])
         if max_length is not None:
-            completion = completion[:max(max_length - len(prompt), 0)]
+            completion = completion[: max(max_length - len(prompt), 0)]
         units.append([len(seqs)])
         seqs.append(_Seq(list(prompt) + completion, len(prompt), KL, -1, 0.0, ex.example_id))
     return seqs, units
@@ -116,27 +120,50 @@ def _layout(seqs: list[_Seq], rows: list[list[int]], pad_id: int, ref_logps: Ten
             seq_index[r, span] = i
             pad_mask[r, span] = False
             if n > s.prompt_len:  # position t predicts token t+1 for t in [P-1, n-2]
-                labels[r, offset + s.prompt_len - 1: offset + n - 1] = ids[s.prompt_len:]
+                labels[r, offset + s.prompt_len - 1 : offset + n - 1] = ids[s.prompt_len :]
             offset += n
-    targets = SeqTargets(torch.tensor([s.kind for s in seqs], dtype=torch.long),
-                         torch.tensor([s.pair_id for s in seqs], dtype=torch.long),
-                         torch.tensor([s.target for s in seqs], dtype=torch.float32))
+    targets = SeqTargets(
+        torch.tensor([s.kind for s in seqs], dtype=torch.long),
+        torch.tensor([s.pair_id for s in seqs], dtype=torch.long),
+        torch.tensor([s.target for s in seqs], dtype=torch.float32),
+    )
     if ref_logps is not None and tuple(ref_logps.shape) != (len(seqs),):
         raise ValueError(f"ref_logps must be [{len(seqs)}] (one per sequence), got {tuple(ref_logps.shape)}")
-    return PackedBatch(input_ids, position_ids, labels, seq_index, pad_mask, len(seqs), targets,
-                       torch.tensor([s.example_id for s in seqs], dtype=torch.long),
-                       None if ref_logps is None else ref_logps.float())
+    return PackedBatch(
+        input_ids,
+        position_ids,
+        labels,
+        seq_index,
+        pad_mask,
+        len(seqs),
+        targets,
+        torch.tensor([s.example_id for s in seqs], dtype=torch.long),
+        None if ref_logps is None else ref_logps.float(),
+    )
 
 
-def collate(examples: Sequence[TokenizedExample], pad_id: int, *, row_length: int | None = None,
-            kto_kl: bool = False, ref_logps: Tensor | None = None, max_length: int | None = None) -> PackedBatch:
+def collate(
+    examples: Sequence[TokenizedExample],
+    pad_id: int,
+    *,
+    row_length: int | None = None,
+    kto_kl: bool = False,
+    ref_logps: Tensor | None = None,
+    max_length: int | None = None,
+) -> PackedBatch:
     """Pack examples pair-atomically (first-fit-decreasing); `max_length` only bounds KL sequences."""
     seqs, units = plan_sequences(examples, kto_kl=kto_kl, max_length=max_length)
     return _layout(seqs, _first_fit_decreasing(seqs, units, row_length), pad_id, ref_logps)
 
 
-def unpacked(examples: Sequence[TokenizedExample], pad_id: int, *, kto_kl: bool = False,
-             ref_logps: Tensor | None = None, max_length: int | None = None) -> PackedBatch:
+def unpacked(
+    examples: Sequence[TokenizedExample],
+    pad_id: int,
+    *,
+    kto_kl: bool = False,
+    ref_logps: Tensor | None = None,
+    max_length: int | None = None,
+) -> PackedBatch:
     """The same sequences, one per row in canonical order (the reference layout; data.packing=false)."""
     seqs, _ = plan_sequences(examples, kto_kl=kto_kl, max_length=max_length)
     return _layout(seqs, [[i] for i in range(len(seqs))], pad_id, ref_logps)

@@ -17,6 +17,7 @@ is ignored when that does not match.
 Values hold each example's own sequences (pairs: [chosen, rejected]); KTO's KL sequences depend on which examples
 share a micro-batch and are not cached (`for_batch` returns None for a batch that has any).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -103,7 +104,7 @@ class RefLogpCache:
         if not isinstance(blob, dict) or blob.get("key") != self.key_fields:
             return None
         ids, offsets, flat = blob["ids"].tolist(), blob["offsets"].tolist(), blob["values"]
-        self._values = {e: flat[offsets[k]:offsets[k + 1]].clone() for k, e in enumerate(ids)}
+        self._values = {e: flat[offsets[k] : offsets[k + 1]].clone() for k, e in enumerate(ids)}
         return self._values
 
     def save(self, values: Mapping[int, Tensor]) -> Path:
@@ -111,8 +112,12 @@ class RefLogpCache:
         ids = sorted(int(e) for e in values)
         parts = [torch.as_tensor(values[e], dtype=torch.float32).detach().cpu().reshape(-1) for e in ids]
         offsets = torch.tensor([0] + [p.numel() for p in parts], dtype=torch.int64).cumsum(0)
-        blob = {"key": self.key_fields, "ids": torch.tensor(ids, dtype=torch.int64), "offsets": offsets,
-                "values": torch.cat(parts) if parts else torch.zeros(0)}
+        blob = {
+            "key": self.key_fields,
+            "ids": torch.tensor(ids, dtype=torch.int64),
+            "offsets": offsets,
+            "values": torch.cat(parts) if parts else torch.zeros(0),
+        }
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".ref_logps-", suffix=".tmp", dir=self.cache_dir)
         try:

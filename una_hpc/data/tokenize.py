@@ -12,6 +12,7 @@ A longer prompt follows data.truncation: "truncate_prompt" keeps its last tokens
 as a whole), "error" raises a one-line DataError naming the source row. Then prompt + completion is cut to
 max_length by truncating the completion's end (its eos is then lost, as in TRL).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -73,8 +74,9 @@ def _encode(tokenizer: Any, texts: list[str], special: bool) -> list[list[int]]:
     return [list(ids) for ids in tokenizer(texts, add_special_tokens=special)["input_ids"]]
 
 
-def encode_prompts(tokenizer: Any, prompts: Sequence[Prompt], source: str = "<data>",
-                   rows: Sequence[int | None] | None = None) -> list[list[int]]:
+def encode_prompts(
+    tokenizer: Any, prompts: Sequence[Prompt], source: str = "<data>", rows: Sequence[int | None] | None = None
+) -> list[list[int]]:
     """Token ids of each prompt as the model sees it before the completion (deduplicated, batched). A prompt the
     chat template rejects (e.g. a role it does not support) is a one-line DataError naming its row."""
     keys = [prompt_key(p) for p in prompts]
@@ -86,8 +88,12 @@ def encode_prompts(tokenizer: Any, prompts: Sequence[Prompt], source: str = "<da
         try:
             texts.append(_prompt_text(tokenizer, prompts[i]))
         except Exception as e:  # noqa: BLE001 - jinja raises various errors; each becomes one line
-            raise DataError.one(source, f"the chat template cannot render it ({str(e).splitlines()[0][:160]})",
-                                rows[i] if rows is not None else None, "prompt") from None
+            raise DataError.one(
+                source,
+                f"the chat template cannot render it ({str(e).splitlines()[0][:160]})",
+                rows[i] if rows is not None else None,
+                "prompt",
+            ) from None
     special = not has_chat_template(tokenizer)  # a template renders its own bos
     ids = dict(zip(unique, _encode(tokenizer, texts, special)))
     return [ids[k] for k in keys]
@@ -113,43 +119,76 @@ def over_limit_message(n: int, limit: int, policy: str) -> str:
     return f"prompt has {n} tokens, over the limit of {limit} (data.truncation={policy})"
 
 
-def tokenize_examples(examples: Sequence[Example], tokenizer: Any, *, max_length: int, max_prompt_length: int,
-                      truncation: str = "truncate_prompt", source: str = "<data>") -> list[TokenizedExample]:
+def tokenize_examples(
+    examples: Sequence[Example],
+    tokenizer: Any,
+    *,
+    max_length: int,
+    max_prompt_length: int,
+    truncation: str = "truncate_prompt",
+    source: str = "<data>",
+) -> list[TokenizedExample]:
     """Tokenize every example's sequences (see the module docstring); dropped examples are left out."""
-    return tokenize_with_stats(examples, tokenizer, max_length=max_length, max_prompt_length=max_prompt_length,
-                               truncation=truncation, source=source).examples
+    return tokenize_with_stats(
+        examples,
+        tokenizer,
+        max_length=max_length,
+        max_prompt_length=max_prompt_length,
+        truncation=truncation,
+        source=source,
+    ).examples
 
 
-def tokenize_data(examples: Sequence[Example], tokenizer: Any, data_cfg: DataConfig, max_length: int,
-                  source: str = "<data>") -> TokenizeResult:
+def tokenize_data(
+    examples: Sequence[Example], tokenizer: Any, data_cfg: DataConfig, max_length: int, source: str = "<data>"
+) -> TokenizeResult:
     """`tokenize_with_stats` with the limits and policy of a DataConfig."""
-    return tokenize_with_stats(examples, tokenizer, max_length=max_length,
-                               max_prompt_length=data_cfg.max_prompt_length, truncation=data_cfg.truncation,
-                               source=source)
+    return tokenize_with_stats(
+        examples,
+        tokenizer,
+        max_length=max_length,
+        max_prompt_length=data_cfg.max_prompt_length,
+        truncation=data_cfg.truncation,
+        source=source,
+    )
 
 
-def tokenize_with_stats(examples: Sequence[Example], tokenizer: Any, *, max_length: int, max_prompt_length: int,
-                        truncation: str = "truncate_prompt", source: str = "<data>") -> TokenizeResult:
+def tokenize_with_stats(
+    examples: Sequence[Example],
+    tokenizer: Any,
+    *,
+    max_length: int,
+    max_prompt_length: int,
+    truncation: str = "truncate_prompt",
+    source: str = "<data>",
+) -> TokenizeResult:
     """Tokenized examples plus what the length policy did (dropped ids, truncation counts)."""
     policy = truncation
     if policy not in TRUNCATION_POLICIES:
         raise ValueError(f"data.truncation must be one of {', '.join(TRUNCATION_POLICIES)}, got {policy!r}")
     limit = prompt_limit(max_prompt_length, max_length)
-    prompts = encode_prompts(tokenizer, [ex.prompt for ex in examples], source,
-                             [ex.rows[0] if ex.rows else None for ex in examples])
+    prompts = encode_prompts(
+        tokenizer, [ex.prompt for ex in examples], source, [ex.rows[0] if ex.rows else None for ex in examples]
+    )
     flat = encode_completions(tokenizer, [c for ex in examples for c in ex.completions])
     result = TokenizeResult([])
     problems: list[Problem] = []
     pos = 0
     for ex, prompt_ids in zip(examples, prompts):
-        completions = flat[pos:pos + len(ex.completions)]
+        completions = flat[pos : pos + len(ex.completions)]
         pos += len(ex.completions)
         if not prompt_ids:
             raise DataError.one(source, "prompt renders to no tokens", ex.rows[0] if ex.rows else None, "prompt")
         if len(prompt_ids) > limit:
             if policy == "error":
-                problems.append(Problem(source, ex.rows[0] if ex.rows else None, "prompt",
-                                        over_limit_message(len(prompt_ids), limit, policy)))
+                problems.append(
+                    Problem(
+                        source,
+                        ex.rows[0] if ex.rows else None,
+                        "prompt",
+                        over_limit_message(len(prompt_ids), limit, policy),
+                    )
+                )
                 continue
             if policy == "drop":
                 result.dropped.append(ex.example_id)

@@ -9,6 +9,7 @@ every row through the format's parser (missing value, wrong type, empty string, 
 over the limit is a problem only when truncation == "error"; with "drop" or "truncate_prompt" it is counted in
 the report (`ValidationReport.over_length`) and handled by tokenization.
 """
+
 from __future__ import annotations
 
 import os
@@ -49,12 +50,14 @@ def _lenient_numbers(source: str) -> bool:
     return Path(source).suffix.lower() == ".csv"
 
 
-def parse_table(ds: Dataset, fmt: str, source: str, attribute_weights: Mapping[str, float] | None = None
-                ) -> tuple[list[tuple[Record, int]], list[Problem]]:
+def parse_table(
+    ds: Dataset, fmt: str, source: str, attribute_weights: Mapping[str, float] | None = None
+) -> tuple[list[tuple[Record, int]], list[Problem]]:
     """Parse every row: (valid records with 1-based rows, problems). Column problems stop row checks."""
     spec = get_format(fmt)
-    ctx = make_context(DEFAULT_ATTRIBUTE_WEIGHTS if attribute_weights is None else attribute_weights,
-                       _lenient_numbers(source))
+    ctx = make_context(
+        DEFAULT_ATTRIBUTE_WEIGHTS if attribute_weights is None else attribute_weights, _lenient_numbers(source)
+    )
     column_issues = spec.check_columns(list(ds.column_names), ctx)
     if column_issues:
         return [], [Problem(source, None, f, m) for f, m in column_issues]
@@ -69,10 +72,17 @@ def parse_table(ds: Dataset, fmt: str, source: str, attribute_weights: Mapping[s
     return records, problems
 
 
-def validate_report(ds: Dataset, fmt: str, source: str, *, tokenizer: Any = None,
-                    max_prompt_length: int | None = None, max_length: int | None = None,
-                    truncation: str = "truncate_prompt",
-                    attribute_weights: Mapping[str, float] | None = None) -> ValidationReport:
+def validate_report(
+    ds: Dataset,
+    fmt: str,
+    source: str,
+    *,
+    tokenizer: Any = None,
+    max_prompt_length: int | None = None,
+    max_length: int | None = None,
+    truncation: str = "truncate_prompt",
+    attribute_weights: Mapping[str, float] | None = None,
+) -> ValidationReport:
     """Everything `validate` finds, plus counts and the parsed rows."""
     if truncation not in TRUNCATION_POLICIES:
         raise ValueError(f"truncation must be one of {', '.join(TRUNCATION_POLICIES)}, got {truncation!r}")
@@ -91,27 +101,48 @@ def validate_report(ds: Dataset, fmt: str, source: str, *, tokenizer: Any = None
                 report.over_length += 1
                 if truncation == "error":
                     report.problems.append(Problem(source, row, "prompt", over_limit_message(n, limit, truncation)))
-        report.problems.sort(key=lambda p: (p.row or 0))
+        report.problems.sort(key=lambda p: p.row or 0)
     return report
 
 
-def validate(ds: Dataset, fmt: str, source: str, *, tokenizer: Any = None, max_prompt_length: int | None = None,
-             truncation: str = "truncate_prompt", max_length: int | None = None,
-             attribute_weights: Mapping[str, float] | None = None) -> list[Problem]:
+def validate(
+    ds: Dataset,
+    fmt: str,
+    source: str,
+    *,
+    tokenizer: Any = None,
+    max_prompt_length: int | None = None,
+    truncation: str = "truncate_prompt",
+    max_length: int | None = None,
+    attribute_weights: Mapping[str, float] | None = None,
+) -> list[Problem]:
     """Every problem of the table, in row order (whole-file problems first)."""
-    return validate_report(ds, fmt, source, tokenizer=tokenizer, max_prompt_length=max_prompt_length,
-                           max_length=max_length, truncation=truncation,
-                           attribute_weights=attribute_weights).problems
+    return validate_report(
+        ds,
+        fmt,
+        source,
+        tokenizer=tokenizer,
+        max_prompt_length=max_prompt_length,
+        max_length=max_length,
+        truncation=truncation,
+        attribute_weights=attribute_weights,
+    ).problems
 
 
 def load_validated(data_cfg: DataConfig, *, tokenizer: Any = None, max_length: int | None = None) -> Dataset:
     """The trainer's entry: read data_cfg.path, validate the whole table, raise DataError with every problem."""
     path = os.fspath(data_cfg.path)
     ds = load_table(path)
-    report = validate_report(ds, data_cfg.format, path, tokenizer=tokenizer,
-                             max_prompt_length=data_cfg.max_prompt_length if tokenizer is not None else None,
-                             max_length=max_length, truncation=data_cfg.truncation,
-                             attribute_weights=data_cfg.attribute_weights)
+    report = validate_report(
+        ds,
+        data_cfg.format,
+        path,
+        tokenizer=tokenizer,
+        max_prompt_length=data_cfg.max_prompt_length if tokenizer is not None else None,
+        max_length=max_length,
+        truncation=data_cfg.truncation,
+        attribute_weights=data_cfg.attribute_weights,
+    )
     if report.problems:
         raise DataError(report.problems)
     return ds

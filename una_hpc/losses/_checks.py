@@ -1,4 +1,5 @@
 """Argument checks shared by the loss functions: every problem is a one-line ValueError."""
+
 from __future__ import annotations
 
 import torch
@@ -11,8 +12,10 @@ SHAPES = {1: "1-D (one value per sequence)", 2: "2-D [batch, tokens]"}
 def as_fp32(name: str, x: Tensor, ndim: int = 1) -> Tensor:
     """`x` as fp32 after checking it is a floating-point tensor of `ndim` dimensions (see SHAPES)."""
     if not isinstance(x, Tensor) or not x.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point tensor, got {type(x).__name__}"
-                         f"{'' if not isinstance(x, Tensor) else ' of ' + str(x.dtype)}")
+        raise ValueError(
+            f"{name} must be a floating-point tensor, got {type(x).__name__}"
+            f"{'' if not isinstance(x, Tensor) else ' of ' + str(x.dtype)}"
+        )
     if x.dim() != ndim:
         raise ValueError(f"{name} must be {SHAPES[ndim]}, got shape {tuple(x.shape)}")
     return x.float()

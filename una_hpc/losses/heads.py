@@ -5,6 +5,7 @@ trainer divides each sum by that type's example count over the whole optimizer s
 any micro-batch split gives the same loss and gradients (KTO excepted: as in TRL, its KL estimate z comes from the
 micro-batch's mismatched pairs), and weights the types (mixed head) from the config.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -79,8 +80,7 @@ def kto_part(policy: Tensor, ref: Tensor, t: SeqTargets, cfg: LossConfig, out: H
         return
     kl_idx = torch.nonzero(t.kind == KL).flatten()
     z = kto_kl_estimate(policy[kl_idx], ref[kl_idx])  # per micro-batch, as in TRL
-    losses = kto_losses(policy[idx], ref[idx], t.target[idx], z, cfg.beta,
-                        cfg.desirable_weight, cfg.undesirable_weight)
+    losses = kto_losses(policy[idx], ref[idx], t.target[idx], z, cfg.beta, cfg.desirable_weight, cfg.undesirable_weight)
     out.loss_sums["binary"], out.counts["binary"] = losses.sum(), int(idx.numel())
     out.metrics["kl_estimate"] = z.reshape(1)
 
@@ -124,8 +124,9 @@ LOSSES: dict[str, LossHead] = {
     "una_online": LossHead("una_online", (score_part,), ("score",), loop="online"),
     # PPO's per-token clipped losses live in una_hpc.losses.ppo; the head only routes the name to its loop.
     "ppo": LossHead("ppo", (), (), loop="ppo"),
-    "mixed": LossHead("mixed", (pairwise_part, binary_part, score_part), ("pairwise", "binary", "score"),
-                      weighted=True),
+    "mixed": LossHead(
+        "mixed", (pairwise_part, binary_part, score_part), ("pairwise", "binary", "score"), weighted=True
+    ),
 }
 
 

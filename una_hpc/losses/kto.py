@@ -3,6 +3,7 @@
 desirable:   lambda_D * (1 - sigmoid(r - beta*z))
 undesirable: lambda_U * (1 - sigmoid(beta*z - r))
 """
+
 from __future__ import annotations
 
 import torch
@@ -18,8 +19,15 @@ def kto_kl_estimate(policy_mismatched: Tensor, ref_mismatched: Tensor) -> Tensor
     return (policy_mismatched.float() - ref_mismatched.float()).mean().detach().clamp(min=0)
 
 
-def kto_losses(policy: Tensor, ref: Tensor, label: Tensor, kl: Tensor | float, beta: float,
-               desirable_weight: float = 1.0, undesirable_weight: float = 1.0) -> Tensor:
+def kto_losses(
+    policy: Tensor,
+    ref: Tensor,
+    label: Tensor,
+    kl: Tensor | float,
+    beta: float,
+    desirable_weight: float = 1.0,
+    undesirable_weight: float = 1.0,
+) -> Tensor:
     check_beta(beta)
     same_shape(policy=policy, ref=ref, label=label)
     p, r0 = as_fp32("policy", policy), as_fp32("ref", ref)
@@ -32,7 +40,14 @@ def kto_losses(policy: Tensor, ref: Tensor, label: Tensor, kl: Tensor | float, b
     return torch.where(y > 0.5, desirable, undesirable)
 
 
-def kto_loss(policy: Tensor, ref: Tensor, label: Tensor, kl: Tensor | float, beta: float,
-             desirable_weight: float = 1.0, undesirable_weight: float = 1.0) -> Tensor:
+def kto_loss(
+    policy: Tensor,
+    ref: Tensor,
+    label: Tensor,
+    kl: Tensor | float,
+    beta: float,
+    desirable_weight: float = 1.0,
+    undesirable_weight: float = 1.0,
+) -> Tensor:
     """Mean KTO loss; `kl` is the detached scalar z."""
     return kto_losses(policy, ref, label, kl, beta, desirable_weight, undesirable_weight).mean()

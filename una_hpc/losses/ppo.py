@@ -14,6 +14,7 @@ Rewards follow TRL/OpenRLHF: r_t = -kl_coef * kl_t on every response token, plus
 response token. GAE treats the value after a row's last response token as 0 (the episode ends there). The value loss
 is 0.5 * max((V - R)^2, (V_clip - R)^2), the 0.5 factor as in TRL and OpenRLHF, so vf_coef means the same as there.
 """
+
 from __future__ import annotations
 
 import typing
@@ -68,8 +69,7 @@ def masked_mean(x: Tensor, mask: Tensor, token_count: float | None = None) -> Te
     return masked_sum(x, mask) / float(token_count)
 
 
-def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor,
-               kl_estimator: KLEstimator = PPOConfig.kl_estimator) -> Tensor:
+def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, kl_estimator: KLEstimator = PPOConfig.kl_estimator) -> Tensor:
     """Per-token KL estimate from log-ratios d = logp - ref_logp of sampled tokens (Schulman's k1/k2/k3).
 
     k1 = d (unbiased, can be negative), k2 = d^2 / 2, k3 = exp(-d) - 1 + d (unbiased, >= 0), abs = |d|.
@@ -97,8 +97,14 @@ def last_token_index(mask: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def kl_penalized_rewards(logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor, scores: Tensor, kl_coef: float,
-                         kl_estimator: KLEstimator = PPOConfig.kl_estimator) -> tuple[Tensor, Tensor]:
+def kl_penalized_rewards(
+    logprobs: Tensor,
+    ref_logprobs: Tensor,
+    mask: Tensor,
+    scores: Tensor,
+    kl_coef: float,
+    kl_estimator: KLEstimator = PPOConfig.kl_estimator,
+) -> tuple[Tensor, Tensor]:
     """Per-token rewards [B, T] = -kl_coef * kl, plus scores[b] at row b's last response token; and kl [B, T].
 
     `logprobs` are the rollout policy's log-probs of the sampled tokens, `scores` [B] the sequence rewards (e.g.
@@ -162,8 +168,14 @@ def whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8) 
     return _on(out, m)
 
 
-def ppo_policy_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, clip_range: float,
-                    token_count: float | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+def ppo_policy_loss(
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    clip_range: float,
+    token_count: float | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
     """Clipped surrogate: mean over tokens of max(-A * ratio, -A * clip(ratio, 1-eps, 1+eps)), ratio = e^(lp-old).
 
     `token_count` replaces mask.sum() as the divisor (the optimizer step's response-token total under gradient
@@ -182,14 +194,22 @@ def ppo_policy_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, 
     clipped = -adv * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
     loss = masked_mean(torch.maximum(unclipped, clipped), m, token_count)
     with torch.no_grad():
-        stats = {"clipfrac": masked_mean((clipped > unclipped).float(), m),
-                 "approx_kl": 0.5 * masked_mean(log_ratio ** 2, m),
-                 "ratio": masked_mean(ratio, m)}
+        stats = {
+            "clipfrac": masked_mean((clipped > unclipped).float(), m),
+            "approx_kl": 0.5 * masked_mean(log_ratio**2, m),
+            "ratio": masked_mean(ratio, m),
+        }
     return loss, stats
 
 
-def ppo_value_loss(values: Tensor, old_values: Tensor, returns: Tensor, mask: Tensor, clip_range_value: float,
-                   token_count: float | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+def ppo_value_loss(
+    values: Tensor,
+    old_values: Tensor,
+    returns: Tensor,
+    mask: Tensor,
+    clip_range_value: float,
+    token_count: float | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
     """Clipped value loss: 0.5 * mean over tokens of max((V - R)^2, (V_clip - R)^2), V_clip = old + clip(V - old).
 
     The 0.5 factor follows TRL and OpenRLHF. Stats (detached scalars): vf_clipfrac (fraction of tokens where the
@@ -229,9 +249,9 @@ class PPOTargets:
 class PPOLoss:
     """PPO hyper-parameters + the two steps the trainer needs; numeric defaults are PPOConfig's (read, not copied).
 
-        ppo = PPOLoss.from_config(cfg.ppo)
-        targets = ppo.targets(old_logprobs, ref_logprobs, old_values, mask, scores)    # once per rollout batch
-        loss, stats = ppo(logprobs, old_logprobs, values, old_values, targets, mask)   # every PPO micro-batch
+    ppo = PPOLoss.from_config(cfg.ppo)
+    targets = ppo.targets(old_logprobs, ref_logprobs, old_values, mask, scores)    # once per rollout batch
+    loss, stats = ppo(logprobs, old_logprobs, values, old_values, targets, mask)   # every PPO micro-batch
     """
 
     kl_coef: float = PPOConfig.kl_coef
@@ -261,8 +281,9 @@ class PPOLoss:
         return cls(**values)  # type: ignore[arg-type]
 
     @torch.no_grad()
-    def targets(self, logprobs: Tensor, ref_logprobs: Tensor, values: Tensor, mask: Tensor,
-                scores: Tensor) -> PPOTargets:
+    def targets(
+        self, logprobs: Tensor, ref_logprobs: Tensor, values: Tensor, mask: Tensor, scores: Tensor
+    ) -> PPOTargets:
         """Rollout batch -> KL-shaped rewards -> GAE -> (whitened) advantages and returns."""
         rewards, kl = kl_penalized_rewards(logprobs, ref_logprobs, mask, scores, self.kl_coef, self.kl_estimator)
         advantages, returns = gae(rewards, values, mask, self.gamma, self.lam)
@@ -270,13 +291,18 @@ class PPOLoss:
             advantages = whiten(advantages, mask)
         return PPOTargets(rewards, kl, advantages, returns)
 
-    def __call__(self, logprobs: Tensor, old_logprobs: Tensor, values: Tensor, old_values: Tensor,
-                 targets: PPOTargets, mask: Tensor,
-                 token_count: float | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def __call__(
+        self,
+        logprobs: Tensor,
+        old_logprobs: Tensor,
+        values: Tensor,
+        old_values: Tensor,
+        targets: PPOTargets,
+        mask: Tensor,
+        token_count: float | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """policy_loss + vf_coef * value_loss, with both losses' stats plus `policy_loss` and `value_loss`."""
-        pg, pg_stats = ppo_policy_loss(logprobs, old_logprobs, targets.advantages, mask, self.clip_range,
-                                       token_count)
-        vf, vf_stats = ppo_value_loss(values, old_values, targets.returns, mask, self.clip_range_value,
-                                      token_count)
+        pg, pg_stats = ppo_policy_loss(logprobs, old_logprobs, targets.advantages, mask, self.clip_range, token_count)
+        vf, vf_stats = ppo_value_loss(values, old_values, targets.returns, mask, self.clip_range_value, token_count)
         stats = {**pg_stats, **vf_stats, "policy_loss": pg.detach(), "value_loss": vf.detach()}
         return pg + self.vf_coef * vf, stats

@@ -2,6 +2,7 @@
 
 mse: (sigmoid(r) - label)^2        bce: BCE-with-logits(r, label)
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -13,8 +14,9 @@ from torch import Tensor
 from ._checks import as_fp32, check_beta, check_binary, same_shape
 
 
-def una_binary_losses(policy: Tensor, ref: Tensor, label: Tensor, beta: float,
-                      kind: Literal["mse", "bce"] = "mse") -> Tensor:
+def una_binary_losses(
+    policy: Tensor, ref: Tensor, label: Tensor, beta: float, kind: Literal["mse", "bce"] = "mse"
+) -> Tensor:
     check_beta(beta)
     same_shape(policy=policy, ref=ref, label=label)
     y = label.float()
@@ -27,7 +29,8 @@ def una_binary_losses(policy: Tensor, ref: Tensor, label: Tensor, beta: float,
     raise ValueError(f"kind must be 'mse' or 'bce', got {kind!r}")
 
 
-def una_binary_loss(policy: Tensor, ref: Tensor, label: Tensor, beta: float,
-                    kind: Literal["mse", "bce"] = "mse") -> Tensor:
+def una_binary_loss(
+    policy: Tensor, ref: Tensor, label: Tensor, beta: float, kind: Literal["mse", "bce"] = "mse"
+) -> Tensor:
     """Mean UNA-binary loss."""
     return una_binary_losses(policy, ref, label, beta, kind).mean()

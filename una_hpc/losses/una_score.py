@@ -2,6 +2,7 @@
 
 normalize="sigmoid" regresses sigmoid(r) onto a score in [0, 1]; "none" regresses raw r onto an unbounded score.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -12,8 +13,9 @@ from torch import Tensor
 from ._checks import as_fp32, check_beta, check_unit_interval, same_shape
 
 
-def una_score_losses(policy: Tensor, ref: Tensor, score: Tensor, beta: float,
-                     normalize: Literal["sigmoid", "none"] = "sigmoid") -> Tensor:
+def una_score_losses(
+    policy: Tensor, ref: Tensor, score: Tensor, beta: float, normalize: Literal["sigmoid", "none"] = "sigmoid"
+) -> Tensor:
     check_beta(beta)
     same_shape(policy=policy, ref=ref, score=score)
     s = as_fp32("score", score)
@@ -26,8 +28,9 @@ def una_score_losses(policy: Tensor, ref: Tensor, score: Tensor, beta: float,
     raise ValueError(f"normalize must be 'sigmoid' or 'none', got {normalize!r}")
 
 
-def una_score_loss(policy: Tensor, ref: Tensor, score: Tensor, beta: float,
-                   normalize: Literal["sigmoid", "none"] = "sigmoid") -> Tensor:
+def una_score_loss(
+    policy: Tensor, ref: Tensor, score: Tensor, beta: float, normalize: Literal["sigmoid", "none"] = "sigmoid"
+) -> Tensor:
     """Mean UNA-score loss; score in [0, 1] when normalize='sigmoid'."""
     return una_score_losses(policy, ref, score, beta, normalize).mean()
 
@@ -38,8 +41,10 @@ def normalize_rewards(logits: Tensor, method: Literal["sigmoid", "minmax", "zsco
     x = logits.detach().float()
     if method == "none":
         if x.numel() and not bool(((x >= 0) & (x <= 1)).all()):
-            raise ValueError(f"loss.reward_normalize=none needs rewards in [0, 1], got values in "
-                             f"[{x.min().item():.4g}, {x.max().item():.4g}]: use sigmoid, minmax or zscore")
+            raise ValueError(
+                f"loss.reward_normalize=none needs rewards in [0, 1], got values in "
+                f"[{x.min().item():.4g}, {x.max().item():.4g}]: use sigmoid, minmax or zscore"
+            )
         return x
     if method == "sigmoid":
         return torch.sigmoid(x)

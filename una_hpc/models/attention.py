@@ -8,6 +8,7 @@
   explicit 4-D mask would be used as-is on every layer, silently dropping the window (measured: 0.4-1.5 nats per
   sequence off with a window of 4; tests/unit/test_architectures.py).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -28,8 +29,10 @@ class PackedRows(Protocol):
 def resolve_attn_implementation(requested: str, device: torch.device) -> str:
     if requested != "auto":
         if requested == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
-            raise ValueError("model.attn_implementation=flash_attention_2 but flash_attn is not installed "
-                             "(pip install una-hpc[gpu]); use auto or sdpa")
+            raise ValueError(
+                "model.attn_implementation=flash_attention_2 but flash_attn is not installed "
+                "(pip install una-hpc[gpu]); use auto or sdpa"
+            )
         return requested
     if device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None:
         return "flash_attention_2"

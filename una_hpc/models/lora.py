@@ -3,6 +3,7 @@
 Used to export a loadable HF dir and to push weights into a rollout engine, without ever mutating the training
 model (PEFT's merge_and_unload would change the module tree under the optimizer).
 """
+
 from __future__ import annotations
 
 import re
@@ -18,7 +19,7 @@ def lora_scalings(peft_model) -> dict[str, float]:
     """Adapter name -> alpha / r (rank-stabilized: alpha / sqrt(r))."""
     out = {}
     for name, c in peft_model.peft_config.items():
-        out[name] = c.lora_alpha / (c.r ** 0.5 if getattr(c, "use_rslora", False) else c.r)
+        out[name] = c.lora_alpha / (c.r**0.5 if getattr(c, "use_rslora", False) else c.r)
     return out
 
 
@@ -38,7 +39,7 @@ def merge_lora_state_dict(state: Mapping[str, Tensor], scaling: float) -> dict[s
         merged[base] = (w.float() + scaling * (b.float() @ a.float())).to(w.dtype)
     out: dict[str, Tensor] = {}
     for key, value in merged.items():
-        name = key[len(PEFT_PREFIX):] if key.startswith(PEFT_PREFIX) else key
+        name = key[len(PEFT_PREFIX) :] if key.startswith(PEFT_PREFIX) else key
         out[name.replace(".base_layer.", ".")] = value
     return out
 
@@ -50,4 +51,3 @@ def hf_state_dict(model, state: Mapping[str, Tensor] | None = None) -> dict[str,
         (scale,) = lora_scalings(model).values()
         return merge_lora_state_dict(state, scale)
     return {k: v for k, v in state.items()}
-

@@ -19,6 +19,7 @@ Anything else — remote code, a LoRA-wrapped lm_head, a config multiplier this 
 training with one line naming the model class and the attribute, never guessed; `verify_output_head` catches what no
 attribute reveals (a head that rescales hidden states, say) by comparing with one real forward.
 """
+
 from __future__ import annotations
 
 import re
@@ -80,8 +81,10 @@ def _text_config(config) -> dict:
 
 
 def _refuse(model: nn.Module, what: str) -> UnsupportedHeadError:
-    return UnsupportedHeadError(f"{type(model).__name__}: unsupported output head ({what}); una-hpc computes "
-                                "logits as softcap*tanh(scale*(h @ W.T + b)/softcap) and refuses other heads")
+    return UnsupportedHeadError(
+        f"{type(model).__name__}: unsupported output head ({what}); una-hpc computes "
+        "logits as softcap*tanh(scale*(h @ W.T + b)/softcap) and refuses other heads"
+    )
 
 
 def output_head(model: nn.Module) -> OutputHead:
@@ -138,6 +141,9 @@ def verify_output_head(model: nn.Module, num_tokens: int = 8, seed: int = 0) -> 
     got = head.logits(out.hidden_states[-1][0].float())
     err = (got - want).abs().max().item()
     if not err <= 1e-4 * max(1.0, want.abs().max().item()):
-        raise _refuse(lm, f"its logits differ from the head rebuilt from the final hidden state by {err:.3g}: "
-                          "a transform no config attribute describes")
+        raise _refuse(
+            lm,
+            f"its logits differ from the head rebuilt from the final hidden state by {err:.3g}: "
+            "a transform no config attribute describes",
+        )
     return head

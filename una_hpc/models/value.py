@@ -14,6 +14,7 @@ the same position whose logits predict token t+1. Positions with attention_mask 
 position_ids they are derived from attention_mask (cumsum - 1), so left and right padding give the same values at
 real tokens as the unpadded sequence.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,9 @@ def positions_from_mask(attention_mask: Tensor) -> Tensor:
 class ValueModel(nn.Module):
     """Critic V(prefix): `backbone` (an HF base model such as LlamaModel) + `value_head` Linear(hidden, 1)."""
 
-    def __init__(self, backbone: PreTrainedModel, value_head: nn.Linear | None = None,
-                 head_init_std: float | None = None) -> None:
+    def __init__(
+        self, backbone: PreTrainedModel, value_head: nn.Linear | None = None, head_init_std: float | None = None
+    ) -> None:
         super().__init__()
         hidden = backbone.config.get_text_config().hidden_size
         self.backbone = backbone
@@ -61,8 +63,9 @@ class ValueModel(nn.Module):
     def gradient_checkpointing_enable(self, **kwargs: object) -> None:
         self.backbone.gradient_checkpointing_enable(**kwargs)
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
-                position_ids: Tensor | None = None) -> Tensor:
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, position_ids: Tensor | None = None
+    ) -> Tensor:
         """[B, T] int64 tokens -> [B, T] fp32 values (0 where attention_mask is 0)."""
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [batch, tokens], got shape {tuple(input_ids.shape)}")
@@ -71,8 +74,9 @@ class ValueModel(nn.Module):
                 raise ValueError(f"{name} shape {tuple(t.shape)} does not match input_ids {tuple(input_ids.shape)}")
         if position_ids is None and attention_mask is not None:
             position_ids = positions_from_mask(attention_mask)
-        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                            use_cache=False)
+        out = self.backbone(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+        )
         hidden = out.last_hidden_state
         values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1).float()
         if attention_mask is not None:
@@ -80,8 +84,13 @@ class ValueModel(nn.Module):
         return values
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, dtype: torch.dtype = torch.float32,
-                        attn_implementation: str | None = None, head_init_std: float | None = None) -> ValueModel:
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        dtype: torch.dtype = torch.float32,
+        attn_implementation: str | None = None,
+        head_init_std: float | None = None,
+    ) -> ValueModel:
         """Backbone weights of the HF model at `path` (+ its saved value head, if any; else a fresh small one)."""
         p = Path(path)
         if not (p / "config.json").is_file():
@@ -93,8 +102,10 @@ class ValueModel(nn.Module):
         backbone, info = AutoModel.from_pretrained(str(p), output_loading_info=True, **kwargs)
         if info.get("missing_keys"):
             missing = sorted(info["missing_keys"])
-            raise ValueError(f"{p}: backbone weights missing from the checkpoint ({len(missing)} keys, e.g. "
-                             f"{missing[0]}); is this a causal-LM or sequence-classification dir?")
+            raise ValueError(
+                f"{p}: backbone weights missing from the checkpoint ({len(missing)} keys, e.g. "
+                f"{missing[0]}); is this a causal-LM or sequence-classification dir?"
+            )
         head = None
         if (p / HEAD_FILE).is_file():
             state = load_file(str(p / HEAD_FILE))
@@ -109,6 +120,8 @@ class ValueModel(nn.Module):
         self.backbone.save_pretrained(str(p))
         head = {k: v.detach().float().contiguous().cpu() for k, v in self.value_head.state_dict().items()}
         save_file(head, str(p / HEAD_FILE))
-        (p / META_FILE).write_text(json.dumps({"kind": "value_model", "head": HEAD_FILE,
-                                               "hidden_size": int(self.value_head.weight.shape[1])}) + "\n")
+        (p / META_FILE).write_text(
+            json.dumps({"kind": "value_model", "head": HEAD_FILE, "hidden_size": int(self.value_head.weight.shape[1])})
+            + "\n"
+        )
         return p

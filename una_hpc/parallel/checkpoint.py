@@ -8,6 +8,7 @@ A crash while writing leaves final_dir untouched (or absent) and a `.NAME.tmp` s
 Multi-node runs need the checkpoint directory on a filesystem every node sees. Tested by:
 tests/distributed/test_local_engine.py and the ZeRO-3 kill/resume scenario in test_deepspeed_engine.py
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -57,6 +58,8 @@ def read_meta(directory: str | Path, expect_backend: str | None = None) -> dict:
         raise FileNotFoundError(f"{d}: not a una-hpc checkpoint (no {META_FILE})")
     meta = json.loads(path.read_text())
     if expect_backend is not None and meta.get("backend") != expect_backend:
-        raise ValueError(f"{d}: written by the {meta.get('backend')} engine, cannot be loaded by the "
-                         f"{expect_backend} engine (consolidate it with consolidate_to_hf instead)")
+        raise ValueError(
+            f"{d}: written by the {meta.get('backend')} engine, cannot be loaded by the "
+            f"{expect_backend} engine (consolidate it with consolidate_to_hf instead)"
+        )
     return meta

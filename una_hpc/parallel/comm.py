@@ -6,6 +6,7 @@
 
 Every function takes the process group explicitly. Tested by: tests/distributed/test_vocab_parallel.py
 """
+
 from __future__ import annotations
 
 import torch

@@ -10,6 +10,7 @@ that differs from the unsharded shape recorded at save time). A PEFT model's LoR
 copied from `model_config_dir`; weights are written as (sharded) safetensors. Tested by:
 tests/distributed/test_deepspeed_engine.py (ZeRO-3 and TP round trips) and test_local_engine.py (LoRA merge)
 """
+
 from __future__ import annotations
 
 import re
@@ -50,8 +51,9 @@ def merge_tp_shards(shards: list[dict[str, Tensor]], full_shapes: dict[str, list
             continue
         dims = {d for p in pieces for d in range(p.dim()) if p.shape[d] != full[d]}
         if len(dims) != 1:
-            raise ValueError(f"{name}: cannot tell the sharded dimension from shards "
-                             f"{[tuple(p.shape) for p in pieces]} of {full}")
+            raise ValueError(
+                f"{name}: cannot tell the sharded dimension from shards {[tuple(p.shape) for p in pieces]} of {full}"
+            )
         merged = torch.cat(pieces, dim=dims.pop())
         if tuple(merged.shape) != full:
             raise ValueError(f"{name}: shards concatenate to {tuple(merged.shape)}, expected {full}")
@@ -68,8 +70,10 @@ def state_dict_from_checkpoint(directory: str | Path) -> dict[str, Tensor]:
     tag_dir = d / meta["tag"]
     if meta["tp_size"] > 1:
         if meta["zero_stage"] == 3:
-            raise ValueError(f"{d}: a ZeRO-3 + TP checkpoint cannot be consolidated offline; "
-                             "call consolidate_to_hf(engine, ...) from the running job")
+            raise ValueError(
+                f"{d}: a ZeRO-3 + TP checkpoint cannot be consolidated offline; "
+                "call consolidate_to_hf(engine, ...) from the running job"
+            )
         shards = [_load(tag_dir / f"mp_rank_{r:02d}_model_states.pt")["module"] for r in range(meta["tp_size"])]
         sd = merge_tp_shards(shards, meta["param_shapes"])
     elif meta["zero_stage"] == 0:
@@ -101,8 +105,13 @@ def save_hf_dir(state_dict: dict[str, Tensor], out_dir: str | Path, model_config
     return Path(out_dir)
 
 
-def consolidate_to_hf(source: TrainEngine | str | Path, out_dir: str | Path, model_config_dir: str | Path, *,
-                      lora_scale: float | None = None) -> Path:
+def consolidate_to_hf(
+    source: TrainEngine | str | Path,
+    out_dir: str | Path,
+    model_config_dir: str | Path,
+    *,
+    lora_scale: float | None = None,
+) -> Path:
     """HF model dir at out_dir from an engine (collective; rank 0 writes) or a checkpoint directory."""
     if isinstance(source, TrainEngine):
         sd = source.consolidated_state_dict()

@@ -8,6 +8,7 @@ factory, so DeepSpeed steps and checkpoints it. Loss scaling: backward multiplie
 world size to undo DeepSpeed's gradient averaging (engine.py docstring). Tested by:
 .venv/bin/python -m pytest tests/distributed/test_deepspeed_engine.py -q
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -35,8 +36,10 @@ class DeepSpeedEngine(TrainEngine):
     def __init__(self, model: nn.Module, cfg: Config, *, process_group=None):
         info = init_distributed(cfg)  # sets DS_ACCELERATOR=cpu first where needed
         if process_group is not None and dist.get_world_size(process_group) != info.world_size:
-            raise ValueError("DeepSpeedEngine runs over the whole launch (the default group); "
-                             "a sub-group needs a DeepSpeed mpu, which this engine does not build")
+            raise ValueError(
+                "DeepSpeedEngine runs over the whole launch (the default group); "
+                "a sub-group needs a DeepSpeed mpu, which this engine does not build"
+            )
         import deepspeed
         from deepspeed.utils import groups
 
@@ -47,8 +50,12 @@ class DeepSpeedEngine(TrainEngine):
         # Unsharded shapes, recorded before AutoTP replaces layers (ZeRO-3 init keeps them as ds_shape).
         self._param_shapes = {n: list(getattr(p, "ds_shape", p.shape)) for n, p in model.named_parameters()}
         self._ds, self.optimizer, _, self.scheduler = deepspeed.initialize(
-            model=model, model_parameters=param_groups(model, cfg.optim.weight_decay), config=self.ds_config,
-            lr_scheduler=lambda opt: LambdaLR(opt, schedule), dist_init_required=False)
+            model=model,
+            model_parameters=param_groups(model, cfg.optim.weight_decay),
+            config=self.ds_config,
+            lr_scheduler=lambda opt: LambdaLR(opt, schedule),
+            dist_init_required=False,
+        )
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         self.dp_group = self._ds.data_parallel_group
         self.dp_world_size = dist.get_world_size(self.dp_group)
@@ -129,17 +136,27 @@ class DeepSpeedEngine(TrainEngine):
         with staged_dir(directory, self.is_main, self.barrier) as tmp:
             self._ds.save_checkpoint(str(tmp), tag=CHECKPOINT_TAG, client_state={CLIENT_KEY: client_state})
             if self.is_main:
-                write_meta(tmp, backend="deepspeed", zero_stage=self.zero_stage, tp_size=self.tp_size,
-                           world_size=self.world_size, tag=CHECKPOINT_TAG,
-                           dtype=self.cfg.trainer.dtype, param_shapes=self._param_shapes)
+                write_meta(
+                    tmp,
+                    backend="deepspeed",
+                    zero_stage=self.zero_stage,
+                    tp_size=self.tp_size,
+                    world_size=self.world_size,
+                    tag=CHECKPOINT_TAG,
+                    dtype=self.cfg.trainer.dtype,
+                    param_shapes=self._param_shapes,
+                )
 
     def load_checkpoint(self, directory: str | Path) -> dict:
         meta = read_meta(directory, expect_backend="deepspeed")
         if (meta["zero_stage"], meta["tp_size"]) != (self.zero_stage, self.tp_size):
-            raise ValueError(f"{directory}: saved with zero_stage={meta['zero_stage']} tp_size={meta['tp_size']}, "
-                             f"this run has zero_stage={self.zero_stage} tp_size={self.tp_size}")
-        path, state = self._ds.load_checkpoint(str(directory), tag=CHECKPOINT_TAG, load_optimizer_states=True,
-                                               load_lr_scheduler_states=True)
+            raise ValueError(
+                f"{directory}: saved with zero_stage={meta['zero_stage']} tp_size={meta['tp_size']}, "
+                f"this run has zero_stage={self.zero_stage} tp_size={self.tp_size}"
+            )
+        path, state = self._ds.load_checkpoint(
+            str(directory), tag=CHECKPOINT_TAG, load_optimizer_states=True, load_lr_scheduler_states=True
+        )
         if path is None:
             raise FileNotFoundError(f"{directory}: DeepSpeed found no checkpoint with tag {CHECKPOINT_TAG}")
         return state.get(CLIENT_KEY, {})

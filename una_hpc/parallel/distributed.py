@@ -4,6 +4,7 @@ DeepSpeed on a CPU-only machine needs `DS_ACCELERATOR=cpu` in the environment *b
 `ensure_ds_accelerator()` sets it when no CUDA device is visible, and every module here imports deepspeed lazily,
 after that call. The launch/ scripts export it too. Tested by: tests/distributed/test_deepspeed_engine.py
 """
+
 from __future__ import annotations
 
 import os

@@ -12,6 +12,7 @@ gradient_accumulation_steps 1:
   micro-batches is the same, and the grads are complete when the engine measures their norm before step().
 Tested by: tests/distributed/test_deepspeed_engine.py
 """
+
 from __future__ import annotations
 
 import torch
@@ -20,8 +21,12 @@ from ..config import Config
 
 
 def base_config() -> dict:
-    return {"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1,
-            "steps_per_print": 1 << 30, "wall_clock_breakdown": False}
+    return {
+        "train_micro_batch_size_per_gpu": 1,
+        "gradient_accumulation_steps": 1,
+        "steps_per_print": 1 << 30,
+        "wall_clock_breakdown": False,
+    }
 
 
 def bucket_sizes(stage: int, hidden_size: int | None) -> dict:
@@ -32,8 +37,11 @@ def bucket_sizes(stage: int, hidden_size: int | None) -> dict:
     h2 = hidden_size * hidden_size
     sizes = {"reduce_bucket_size": h2, "allgather_bucket_size": h2}
     if stage == 3:
-        sizes = {"reduce_bucket_size": h2, "stage3_prefetch_bucket_size": int(0.9 * h2),
-                 "stage3_param_persistence_threshold": 10 * hidden_size}
+        sizes = {
+            "reduce_bucket_size": h2,
+            "stage3_prefetch_bucket_size": int(0.9 * h2),
+            "stage3_param_persistence_threshold": 10 * hidden_size,
+        }
     return sizes
 
 
@@ -49,8 +57,10 @@ def zero_config(cfg: Config, hidden_size: int | None = None) -> dict:
     if p.zero_stage == 0 and cfg.trainer.dtype == "bfloat16":
         # Measured on DeepSpeed 0.19.8: its stage-0 BF16_Optimizer does not reproduce the fp32-master update
         # (the curve leaves the single-process one from step 2, with and without AutoTP); ZeRO-1/2/3 bf16 do.
-        raise ValueError("trainer.dtype=bfloat16 under DeepSpeed needs parallel.zero_stage >= 1 "
-                         "(ZeRO-1 costs no more communication than stage 0)")
+        raise ValueError(
+            "trainer.dtype=bfloat16 under DeepSpeed needs parallel.zero_stage >= 1 "
+            "(ZeRO-1 costs no more communication than stage 0)"
+        )
     z: dict = {"stage": p.zero_stage, **bucket_sizes(p.zero_stage, hidden_size)}
     if p.zero_stage == 1:
         z["overlap_comm"] = False  # unmanaged accumulation allows overlap_comm only with stage 2/3

@@ -29,6 +29,7 @@ model itself (HF parameter names) for attribute access, evaluation and generatio
 
 Tested by: .venv/bin/python -m pytest tests/distributed -q
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -140,9 +141,18 @@ class TrainEngine(ABC):
     def device(self) -> torch.device:
         return next(self.module.parameters()).device
 
-    def seq_logps(self, hidden: Tensor, labels: Tensor, seq_index: Tensor, num_seqs: int, *,
-                  ref_hidden: Tensor | None = None, ref_weight: Tensor | None = None, ref_bias: Tensor | None = None,
-                  ignore_index: int = IGNORE_INDEX) -> tuple[Tensor, Tensor | None]:
+    def seq_logps(
+        self,
+        hidden: Tensor,
+        labels: Tensor,
+        seq_index: Tensor,
+        num_seqs: int,
+        *,
+        ref_hidden: Tensor | None = None,
+        ref_weight: Tensor | None = None,
+        ref_bias: Tensor | None = None,
+        ignore_index: int = IGNORE_INDEX,
+    ) -> tuple[Tensor, Tensor | None]:
         """Per-sequence logps of the policy (and reference) through the model's output head, whatever its sharding.
 
         hidden [T, H] or [B, L, H] (flattened with labels/seq_index). The head's bias, scale and softcap come from
@@ -156,11 +166,17 @@ class TrainEngine(ABC):
         if ref_hidden is not None:
             ref_hidden = ref_hidden.reshape(-1, ref_hidden.shape[-1])
         head = self.output_head()
-        releases = [r for p in (head.weight, head.bias) if p is not None
-                    for r in [self._prepare_output_weight(p)] if r is not None]
+        releases = [
+            r
+            for p in (head.weight, head.bias)
+            if p is not None
+            for r in [self._prepare_output_weight(p)]
+            if r is not None
+        ]
         try:
-            logps, ref = self._seq_logps(head, hidden, labels, seq_index, num_seqs, ref_hidden, ref_weight,
-                                         ref_bias, ignore_index)
+            logps, ref = self._seq_logps(
+                head, hidden, labels, seq_index, num_seqs, ref_hidden, ref_weight, ref_bias, ignore_index
+            )
         except BaseException:
             for release in releases:
                 release()
@@ -172,8 +188,9 @@ class TrainEngine(ABC):
                 release()
         return logps, ref
 
-    def _seq_logps(self, head: OutputHead, hidden, labels, seq_index, num_seqs, ref_hidden, ref_weight, ref_bias,
-                   ignore_index):
+    def _seq_logps(
+        self, head: OutputHead, hidden, labels, seq_index, num_seqs, ref_hidden, ref_weight, ref_bias, ignore_index
+    ):
         weight = head.weight
         if weight.dim() != 2 or weight.numel() == 0:
             raise RuntimeError(f"the lm_head weight has shape {tuple(weight.shape)}: it is still partitioned")
@@ -183,20 +200,40 @@ class TrainEngine(ABC):
         if self.tp_size > 1 and getattr(weight, "tensor_model_parallel", False):
             vocab_start = self._vocab_start(weight)
             kw = dict(scale=head.scale, softcap=head.softcap, ignore_index=ignore_index)
-            logps = vocab_parallel_seq_logps(hidden, weight, vocab_start, labels, seq_index, num_seqs, self.tp_group,
-                                             bias_shard=bias, **kw)
+            logps = vocab_parallel_seq_logps(
+                hidden, weight, vocab_start, labels, seq_index, num_seqs, self.tp_group, bias_shard=bias, **kw
+            )
             ref = None
             if ref_hidden is not None:
                 with torch.no_grad():
-                    ref = vocab_parallel_seq_logps(ref_hidden, weight if ref_weight is None else ref_weight,
-                                                   vocab_start, labels, seq_index, num_seqs, self.tp_group,
-                                                   bias_shard=bias if ref_bias is None else ref_bias, **kw)
+                    ref = vocab_parallel_seq_logps(
+                        ref_hidden,
+                        weight if ref_weight is None else ref_weight,
+                        vocab_start,
+                        labels,
+                        seq_index,
+                        num_seqs,
+                        self.tp_group,
+                        bias_shard=bias if ref_bias is None else ref_bias,
+                        **kw,
+                    )
             return logps, ref
         if ref_hidden is not None and ref_weight is None:
             ref_weight = weight
-        return kernel_seq_logps(hidden, weight, labels, seq_index, num_seqs, ref_hidden=ref_hidden,
-                                ref_weight=ref_weight, bias=bias, ref_bias=ref_bias, scale=head.scale,
-                                softcap=head.softcap, ignore_index=ignore_index)
+        return kernel_seq_logps(
+            hidden,
+            weight,
+            labels,
+            seq_index,
+            num_seqs,
+            ref_hidden=ref_hidden,
+            ref_weight=ref_weight,
+            bias=bias,
+            ref_bias=ref_bias,
+            scale=head.scale,
+            softcap=head.softcap,
+            ignore_index=ignore_index,
+        )
 
     def _prepare_output_weight(self, weight: nn.Parameter) -> Callable[[], None] | None:
         """Make the full parameter available to the kernel; returns how to release it (None: nothing to release)."""

@@ -4,6 +4,7 @@ A parameter DeepSpeed AutoTP sharded carries `tensor_model_parallel = True`: its
 TP group; replicated parameters hold the same gradient on every TP rank and count once. Call after data-parallel
 reduction. Tested by: tests/distributed/test_deepspeed_engine.py (TP scenario, grad norms equal single process)
 """
+
 from __future__ import annotations
 
 import math

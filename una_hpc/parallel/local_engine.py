@@ -3,6 +3,7 @@
 Checkpoints are one directory (model.pt, optimizer.pt, scheduler.pt, client_state.pt, una_engine.json) written to a
 temp dir and renamed. Tested by: .venv/bin/python -m pytest tests/distributed/test_local_engine.py -q
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,8 +22,13 @@ from .schedule import lr_lambda, param_groups
 
 def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.AdamW:
     o = cfg.optim
-    return torch.optim.AdamW(param_groups(model, o.weight_decay), lr=o.lr, betas=(o.adam_beta1, o.adam_beta2),
-                             eps=o.adam_eps, weight_decay=o.weight_decay)
+    return torch.optim.AdamW(
+        param_groups(model, o.weight_decay),
+        lr=o.lr,
+        betas=(o.adam_beta1, o.adam_beta2),
+        eps=o.adam_eps,
+        weight_decay=o.weight_decay,
+    )
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Config) -> LambdaLR:

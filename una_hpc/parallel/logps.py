@@ -8,6 +8,7 @@ the reference head uses ref_bias (None: the policy's bias) with the same scale a
 `reference_seq_logps` is the definition (docs/design.md, "The fused kernel contract") written with plain autograd over
 token chunks; tests use it as ground truth for the sharded paths. Tested by: tests/distributed/test_vocab_parallel.py
 """
+
 from __future__ import annotations
 
 import torch
@@ -25,14 +26,22 @@ def head_logits(pre: Tensor, bias: Tensor | None = None, scale: float = 1.0, sof
     return pre * scale if scale != 1 else pre
 
 
-def token_logps(hidden: Tensor, weight: Tensor, labels: Tensor, ignore_index: int = IGNORE_INDEX,
-                chunk_size: int = 1024, *, bias: Tensor | None = None, scale: float = 1.0,
-                softcap: float | None = None) -> Tensor:
+def token_logps(
+    hidden: Tensor,
+    weight: Tensor,
+    labels: Tensor,
+    ignore_index: int = IGNORE_INDEX,
+    chunk_size: int = 1024,
+    *,
+    bias: Tensor | None = None,
+    scale: float = 1.0,
+    softcap: float | None = None,
+) -> Tensor:
     """[T] log softmax(z)[label] in fp32 (float64 stays float64), 0 where the label is ignored; z as in the header."""
     acc = torch.float64 if hidden.dtype == torch.float64 else torch.float32
     out = []
     for t0 in range(0, hidden.shape[0], chunk_size):
-        h, y = hidden[t0:t0 + chunk_size].to(acc), labels[t0:t0 + chunk_size]
+        h, y = hidden[t0 : t0 + chunk_size].to(acc), labels[t0 : t0 + chunk_size]
         logp = torch.log_softmax(head_logits(h @ weight.to(acc).T, bias, scale, softcap), dim=-1)
         keep = y != ignore_index
         picked = logp.gather(1, torch.where(keep, y, 0).unsqueeze(1)).squeeze(1)
@@ -45,11 +54,21 @@ def segment_sums(values: Tensor, seq_index: Tensor, num_seqs: int) -> Tensor:
     return values.new_zeros(num_seqs).index_add(0, seq_index, values)
 
 
-def reference_seq_logps(hidden: Tensor, weight: Tensor, labels: Tensor, seq_index: Tensor, num_seqs: int, *,
-                        ref_hidden: Tensor | None = None, ref_weight: Tensor | None = None,
-                        bias: Tensor | None = None, ref_bias: Tensor | None = None, scale: float = 1.0,
-                        softcap: float | None = None,
-                        ignore_index: int = IGNORE_INDEX) -> tuple[Tensor, Tensor | None]:
+def reference_seq_logps(
+    hidden: Tensor,
+    weight: Tensor,
+    labels: Tensor,
+    seq_index: Tensor,
+    num_seqs: int,
+    *,
+    ref_hidden: Tensor | None = None,
+    ref_weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    ref_bias: Tensor | None = None,
+    scale: float = 1.0,
+    softcap: float | None = None,
+    ignore_index: int = IGNORE_INDEX,
+) -> tuple[Tensor, Tensor | None]:
     head = dict(scale=scale, softcap=softcap)
     logps = segment_sums(token_logps(hidden, weight, labels, ignore_index, bias=bias, **head), seq_index, num_seqs)
     ref = None
@@ -61,13 +80,35 @@ def reference_seq_logps(hidden: Tensor, weight: Tensor, labels: Tensor, seq_inde
     return logps, ref
 
 
-def kernel_seq_logps(hidden: Tensor, weight: Tensor, labels: Tensor, seq_index: Tensor, num_seqs: int, *,
-                     ref_hidden: Tensor | None = None, ref_weight: Tensor | None = None,
-                     bias: Tensor | None = None, ref_bias: Tensor | None = None, scale: float = 1.0,
-                     softcap: float | None = None,
-                     ignore_index: int = IGNORE_INDEX) -> tuple[Tensor, Tensor | None]:
+def kernel_seq_logps(
+    hidden: Tensor,
+    weight: Tensor,
+    labels: Tensor,
+    seq_index: Tensor,
+    num_seqs: int,
+    *,
+    ref_hidden: Tensor | None = None,
+    ref_weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    ref_bias: Tensor | None = None,
+    scale: float = 1.0,
+    softcap: float | None = None,
+    ignore_index: int = IGNORE_INDEX,
+) -> tuple[Tensor, Tensor | None]:
     """una_hpc.kernels.seq_logps (backend auto: Triton on CUDA, the chunked torch path elsewhere)."""
     from ..kernels import seq_logps
 
-    return seq_logps(hidden, weight, labels, seq_index, num_seqs, ref_hidden=ref_hidden, ref_weight=ref_weight,
-                     bias=bias, ref_bias=ref_bias, scale=scale, softcap=softcap, ignore_index=ignore_index)
+    return seq_logps(
+        hidden,
+        weight,
+        labels,
+        seq_index,
+        num_seqs,
+        ref_hidden=ref_hidden,
+        ref_weight=ref_weight,
+        bias=bias,
+        ref_bias=ref_bias,
+        scale=scale,
+        softcap=softcap,
+        ignore_index=ignore_index,
+    )

@@ -3,6 +3,7 @@
 LocalEngine and DeepSpeedEngine build the same `torch.optim.lr_scheduler.LambdaLR` from `lr_lambda`, so the two paths
 cannot drift apart. Tested by: .venv/bin/python -m pytest tests/distributed/test_local_engine.py -q
 """
+
 from __future__ import annotations
 
 import math

@@ -15,6 +15,7 @@ alive at a time; the recompute repeats the chunk's two small all-reduces in the 
 
 Tested by: .venv/bin/python -m pytest tests/distributed/test_vocab_parallel.py -q
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,11 +29,19 @@ from .logps import head_logits, segment_sums
 DEFAULT_CHUNK = 1024
 
 
-def _chunk_logps(hidden: Tensor, weight_shard: Tensor, bias_shard: Tensor | None, local_label: Tensor, owned: Tensor,
-                 group, scale: float, softcap: float | None) -> Tensor:
+def _chunk_logps(
+    hidden: Tensor,
+    weight_shard: Tensor,
+    bias_shard: Tensor | None,
+    local_label: Tensor,
+    owned: Tensor,
+    group,
+    scale: float,
+    softcap: float | None,
+) -> Tensor:
     """Math of one token chunk: [c] log-probabilities of the labels over the full (sharded) vocabulary."""
-    acc = torch.float64 if hidden.dtype == torch.float64 else torch.float32   # fp32 for 16-bit inputs
-    logits = head_logits(hidden.to(acc) @ weight_shard.to(acc).T, bias_shard, scale, softcap)   # [c, V_r]
+    acc = torch.float64 if hidden.dtype == torch.float64 else torch.float32  # fp32 for 16-bit inputs
+    logits = head_logits(hidden.to(acc) @ weight_shard.to(acc).T, bias_shard, scale, softcap)  # [c, V_r]
     if logits.shape[1] > 0:
         m = logits.detach().amax(dim=1)
     else:  # a rank may hold no rows (uneven shards)
@@ -44,16 +53,28 @@ def _chunk_logps(hidden: Tensor, weight_shard: Tensor, bias_shard: Tensor | None
     return label_logit - m - torch.log(sum_exp)
 
 
-def vocab_parallel_token_logps(hidden: Tensor, weight_shard: Tensor, vocab_start: int, labels: Tensor, group, *,
-                               bias_shard: Tensor | None = None, scale: float = 1.0, softcap: float | None = None,
-                               ignore_index: int = IGNORE_INDEX, chunk_size: int = DEFAULT_CHUNK) -> Tensor:
+def vocab_parallel_token_logps(
+    hidden: Tensor,
+    weight_shard: Tensor,
+    vocab_start: int,
+    labels: Tensor,
+    group,
+    *,
+    bias_shard: Tensor | None = None,
+    scale: float = 1.0,
+    softcap: float | None = None,
+    ignore_index: int = IGNORE_INDEX,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> Tensor:
     """[T] token log-probabilities in fp32 (float64 for float64 inputs), 0 where the label is ignored.
 
     bias_shard: this rank's rows of the lm_head bias, [V_r]; scale and softcap must be equal on every rank.
     """
     if hidden.dim() != 2 or weight_shard.dim() != 2 or hidden.shape[1] != weight_shard.shape[1]:
-        raise ValueError(f"hidden [T, H] and weight_shard [V_r, H] expected, got {tuple(hidden.shape)} and "
-                         f"{tuple(weight_shard.shape)}")
+        raise ValueError(
+            f"hidden [T, H] and weight_shard [V_r, H] expected, got {tuple(hidden.shape)} and "
+            f"{tuple(weight_shard.shape)}"
+        )
     if bias_shard is not None and bias_shard.shape != weight_shard.shape[:1]:
         raise ValueError(f"bias_shard must be [V_r={weight_shard.shape[0]}], got {tuple(bias_shard.shape)}")
     keep = labels != ignore_index
@@ -75,11 +96,32 @@ def vocab_parallel_token_logps(hidden: Tensor, weight_shard: Tensor, vocab_start
     return torch.where(keep, tok, 0.0)
 
 
-def vocab_parallel_seq_logps(hidden: Tensor, weight_shard: Tensor, vocab_start: int, labels: Tensor,
-                             seq_index: Tensor, num_seqs: int, group, *, bias_shard: Tensor | None = None,
-                             scale: float = 1.0, softcap: float | None = None, ignore_index: int = IGNORE_INDEX,
-                             chunk_size: int = DEFAULT_CHUNK) -> Tensor:
+def vocab_parallel_seq_logps(
+    hidden: Tensor,
+    weight_shard: Tensor,
+    vocab_start: int,
+    labels: Tensor,
+    seq_index: Tensor,
+    num_seqs: int,
+    group,
+    *,
+    bias_shard: Tensor | None = None,
+    scale: float = 1.0,
+    softcap: float | None = None,
+    ignore_index: int = IGNORE_INDEX,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> Tensor:
     """[num_seqs] sums of token log-probabilities (fp32; float64 inputs stay float64), equal on every rank."""
-    tok = vocab_parallel_token_logps(hidden, weight_shard, vocab_start, labels, group, bias_shard=bias_shard,
-                                     scale=scale, softcap=softcap, ignore_index=ignore_index, chunk_size=chunk_size)
+    tok = vocab_parallel_token_logps(
+        hidden,
+        weight_shard,
+        vocab_start,
+        labels,
+        group,
+        bias_shard=bias_shard,
+        scale=scale,
+        softcap=softcap,
+        ignore_index=ignore_index,
+        chunk_size=chunk_size,
+    )
     return segment_sums(tok, seq_index, num_seqs)

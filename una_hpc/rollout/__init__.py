@@ -2,8 +2,16 @@
 
 Importing this package never imports vLLM; a VLLMEngine imports it when created.
 """
-from .base import (EngineStartError, Rollout, RolloutEngine, SamplingSettings, SyncStats, VLLMNotInstalledError,
-                   WeightSyncError)
+
+from .base import (
+    EngineStartError,
+    Rollout,
+    RolloutEngine,
+    SamplingSettings,
+    SyncStats,
+    VLLMNotInstalledError,
+    WeightSyncError,
+)
 from .consistency import max_logprob_drift, rollout_logps
 from .factory import ENGINE_BUILDERS, make_engine
 from .hf_engine import HFEngine
@@ -13,8 +21,25 @@ from .vllm_engine import VLLM_HINT, VLLMEngine, module_available, require_vllm
 from .weights import policy_weights_for_sync
 
 __all__ = [
-    "EngineStartError", "Rollout", "RolloutEngine", "SamplingSettings", "SyncStats", "VLLMNotInstalledError",
-    "WeightSyncError", "max_logprob_drift", "rollout_logps", "ENGINE_BUILDERS", "make_engine", "HFEngine",
-    "RewardModel", "ScoredText", "train_reward_model", "train_rm_from_config", "VLLM_HINT", "VLLMEngine",
-    "module_available", "require_vllm", "policy_weights_for_sync",
+    "EngineStartError",
+    "Rollout",
+    "RolloutEngine",
+    "SamplingSettings",
+    "SyncStats",
+    "VLLMNotInstalledError",
+    "WeightSyncError",
+    "max_logprob_drift",
+    "rollout_logps",
+    "ENGINE_BUILDERS",
+    "make_engine",
+    "HFEngine",
+    "RewardModel",
+    "ScoredText",
+    "train_reward_model",
+    "train_rm_from_config",
+    "VLLM_HINT",
+    "VLLMEngine",
+    "module_available",
+    "require_vllm",
+    "policy_weights_for_sync",
 ]

@@ -11,6 +11,7 @@ trainer's `seq_logps` computes, so the two can be compared token for token (vLLM
 
 Tested by: .venv/bin/python -m pytest tests/unit/test_rollout_hf.py tests/integration/test_vllm_sync.py -q
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -84,8 +85,10 @@ class Rollout:
 
     def __post_init__(self) -> None:
         if len(self.logprobs) != len(self.completion_ids):
-            raise ValueError(f"rollout {self.prompt_index}/{self.sample_index}: {len(self.logprobs)} logprobs "
-                             f"for {len(self.completion_ids)} completion tokens")
+            raise ValueError(
+                f"rollout {self.prompt_index}/{self.sample_index}: {len(self.logprobs)} logprobs "
+                f"for {len(self.completion_ids)} completion tokens"
+            )
 
     @property
     def logprob_sum(self) -> float:
@@ -131,5 +134,7 @@ def check_prompts(prompt_ids: list[list[int]], n: int, max_len: int | None = Non
         if not ids:
             raise ValueError(f"prompt {i} is empty")
         if max_len is not None and len(ids) >= max_len:
-            raise ValueError(f"prompt {i} has {len(ids)} tokens, the engine's max length is {max_len} "
-                             f"(raise trainer.max_length or shorten prompts)")
+            raise ValueError(
+                f"prompt {i} has {len(ids)} tokens, the engine's max length is {max_len} "
+                f"(raise trainer.max_length or shorten prompts)"
+            )

@@ -9,6 +9,7 @@ every step (cheap: it reuses the forward it needs anyway) to catch a silently br
 
 Tested by: .venv/bin/python -m pytest tests/unit/test_rollout_hf.py tests/integration/test_vllm_sync.py -q
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -24,8 +25,9 @@ from .weights import unwrap_hf_model
 
 
 @torch.no_grad()
-def rollout_logps(model: nn.Module, rollouts: Sequence[Rollout], *, batch_size: int = 16,
-                  backend: str = "auto", pad_token_id: int = 0) -> Tensor:
+def rollout_logps(
+    model: nn.Module, rollouts: Sequence[Rollout], *, batch_size: int = 16, backend: str = "auto", pad_token_id: int = 0
+) -> Tensor:
     """Per-rollout sum over completion tokens of log softmax(logits)[token], computed by the trainer's kernel.
 
     `model` is the policy as trained (PEFT adapters active, DeepSpeed/DDP wrappers allowed); it runs in eval mode
@@ -39,21 +41,29 @@ def rollout_logps(model: nn.Module, rollouts: Sequence[Rollout], *, batch_size: 
     out: list[Tensor] = []
     try:
         for start in range(0, len(rollouts), batch_size):
-            chunk = rollouts[start:start + batch_size]
+            chunk = rollouts[start : start + batch_size]
             width = max(len(r.prompt_ids) + len(r.completion_ids) for r in chunk)
             input_ids = torch.full((len(chunk), width), pad_token_id, dtype=torch.long)
             attention_mask = torch.zeros_like(input_ids)
             labels = torch.full_like(input_ids, IGNORE_INDEX)
             for b, r in enumerate(chunk):
                 p, c = len(r.prompt_ids), len(r.completion_ids)
-                input_ids[b, :p + c] = torch.tensor(r.prompt_ids + r.completion_ids)
-                attention_mask[b, :p + c] = 1
-                labels[b, p - 1:p - 1 + c] = torch.tensor(r.completion_ids, dtype=torch.long)
-            hidden = decoder(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                             use_cache=False).last_hidden_state
+                input_ids[b, : p + c] = torch.tensor(r.prompt_ids + r.completion_ids)
+                attention_mask[b, : p + c] = 1
+                labels[b, p - 1 : p - 1 + c] = torch.tensor(r.completion_ids, dtype=torch.long)
+            hidden = decoder(
+                input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), use_cache=False
+            ).last_hidden_state
             seq_index = torch.arange(len(chunk)).repeat_interleave(width)
-            logps, _ = seq_logps(hidden.reshape(-1, hidden.shape[-1]), head.weight, labels.reshape(-1).to(device),
-                                 seq_index.to(device), len(chunk), backend=backend, **head.transform())
+            logps, _ = seq_logps(
+                hidden.reshape(-1, hidden.shape[-1]),
+                head.weight,
+                labels.reshape(-1).to(device),
+                seq_index.to(device),
+                len(chunk),
+                backend=backend,
+                **head.transform(),
+            )
             out.append(logps.float().cpu())
     finally:
         model.train(was_training)

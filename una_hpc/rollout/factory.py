@@ -13,6 +13,7 @@ Only a missing vLLM falls back; an engine that fails to start (bad settings, bad
 
 Tested by: .venv/bin/python -m pytest tests/unit/test_rollout_factory.py tests/integration/test_vllm_sync.py -q
 """
+
 from __future__ import annotations
 
 import logging
@@ -60,9 +61,13 @@ def special_token_ids(policy_model: nn.Module, model_dir: Path) -> tuple[list[in
 
 
 def build_vllm_engine(cfg: Config, policy_model: nn.Module, model_dir: Path) -> RolloutEngine:
-    engine = VLLMEngine(model_dir, max_model_len=cfg.trainer.max_length,
-                        gpu_memory_utilization=cfg.rollout.gpu_memory_utilization, seed=cfg.trainer.seed,
-                        dtype=cfg.trainer.dtype)
+    engine = VLLMEngine(
+        model_dir,
+        max_model_len=cfg.trainer.max_length,
+        gpu_memory_utilization=cfg.rollout.gpu_memory_utilization,
+        seed=cfg.trainer.seed,
+        dtype=cfg.trainer.dtype,
+    )
     engine.sync_weights(policy_weights_for_sync(policy_model))
     return engine
 

@@ -19,6 +19,7 @@
 
 Tested by: .venv/bin/python -m pytest tests/unit/test_rollout_hf.py -q
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -42,8 +43,15 @@ class HFEngine:
 
     name = "hf"
 
-    def __init__(self, model: nn.Module, *, eos_token_ids: Sequence[int], pad_token_id: int,
-                 max_length: int | None = None, batch_size: int = 64) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        eos_token_ids: Sequence[int],
+        pad_token_id: int,
+        max_length: int | None = None,
+        batch_size: int = 64,
+    ) -> None:
         if not eos_token_ids:
             raise ValueError("HFEngine needs at least one EOS token id")
         self.model = _unwrap_module(model)
@@ -58,13 +66,12 @@ class HFEngine:
         with self._sampling_state(params.seed):
             rollouts: list[Rollout] = []
             for start in range(0, len(prompt_ids), self.batch_size):
-                chunk = prompt_ids[start:start + self.batch_size]
+                chunk = prompt_ids[start : start + self.batch_size]
                 rollouts += self._generate_chunk(chunk, start, n, params)
         return rollouts
 
     @torch.no_grad()
-    def _generate_chunk(self, prompts: list[list[int]], offset: int, n: int,
-                        params: SamplingSettings) -> list[Rollout]:
+    def _generate_chunk(self, prompts: list[list[int]], offset: int, n: int, params: SamplingSettings) -> list[Rollout]:
         from transformers import GenerationConfig
 
         device = next(self.model.parameters()).device
@@ -72,22 +79,38 @@ class HFEngine:
         input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros_like(input_ids)
         for i, p in enumerate(prompts):  # left padding: every prompt ends where generation starts
-            input_ids[i, width - len(p):] = torch.tensor(p)
-            attention_mask[i, width - len(p):] = 1
+            input_ids[i, width - len(p) :] = torch.tensor(p)
+            attention_mask[i, width - len(p) :] = 1
         max_new = params.max_new_tokens
         if self.max_length is not None:
             max_new = min(max_new, self.max_length - width)
-        sampling = dict(do_sample=True, temperature=params.temperature, top_p=params.top_p) \
-            if not params.greedy else dict(do_sample=False)
+        sampling = (
+            dict(do_sample=True, temperature=params.temperature, top_p=params.top_p)
+            if not params.greedy
+            else dict(do_sample=False)
+        )
         gen_cfg = GenerationConfig(
-            **sampling, top_k=0, max_new_tokens=max_new, num_return_sequences=n, eos_token_id=self.eos_token_ids,
-            pad_token_id=self.pad_token_id, output_logits=True, return_dict_in_generate=True)
-        out = self.model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                                  generation_config=gen_cfg)
+            **sampling,
+            top_k=0,
+            max_new_tokens=max_new,
+            num_return_sequences=n,
+            eos_token_id=self.eos_token_ids,
+            pad_token_id=self.pad_token_id,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
+        out = self.model.generate(
+            input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), generation_config=gen_cfg
+        )
         completions = out.sequences[:, width:]
         # out.logits: one [B*n, V] tensor of raw (unprocessed) logits per step; gather step by step (no [B, T, V])
-        logprobs = torch.stack([torch.log_softmax(step.float(), dim=-1).gather(-1, completions[:, t:t + 1])[:, 0]
-                                for t, step in enumerate(out.logits)], dim=1).cpu()
+        logprobs = torch.stack(
+            [
+                torch.log_softmax(step.float(), dim=-1).gather(-1, completions[:, t : t + 1])[:, 0]
+                for t, step in enumerate(out.logits)
+            ],
+            dim=1,
+        ).cpu()
         completions = completions.cpu()
         eos = torch.tensor(self.eos_token_ids)
         rollouts = []
@@ -96,9 +119,16 @@ class HFEngine:
             tokens = completions[row]
             hits = torch.isin(tokens, eos).nonzero()
             length = int(hits[0]) + 1 if len(hits) else tokens.shape[0]
-            rollouts.append(Rollout(
-                offset + i, j, list(prompts[i]), tokens[:length].tolist(), logprobs[row, :length].tolist(),
-                "stop" if len(hits) else "length"))
+            rollouts.append(
+                Rollout(
+                    offset + i,
+                    j,
+                    list(prompts[i]),
+                    tokens[:length].tolist(),
+                    logprobs[row, :length].tolist(),
+                    "stop" if len(hits) else "length",
+                )
+            )
         return rollouts
 
     @contextlib.contextmanager

@@ -26,6 +26,7 @@ does not depend on what it is batched with (fp32: equal to ~1e-6). Sequences ove
 
 Tested by: .venv/bin/python -m pytest tests/unit/test_reward_model.py -q
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -45,6 +46,7 @@ from .base import Rollout
 
 def same_tokenizer(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:
     """Whether ids from `a` mean the same to `b`: same vocabulary, special-token ids and chat template."""
+
     def key(t: PreTrainedTokenizerBase) -> tuple:
         return t.eos_token_id, t.bos_token_id, t.pad_token_id, getattr(t, "chat_template", None)
 
@@ -56,15 +58,15 @@ def encode_pair(tokenizer: PreTrainedTokenizerBase, prompt: Prompt, response: st
     return encode_prompts(tokenizer, [prompt])[0] + encode_completions(tokenizer, [response])[0]
 
 
-def encode_texts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt], responses: Sequence[str]
-                 ) -> list[list[int]]:
+def encode_texts(
+    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt], responses: Sequence[str]
+) -> list[list[int]]:
     """encode_pair for many pairs, batched through the tokenizer."""
     prompt_ids = encode_prompts(tokenizer, list(prompts))
     return [p + c for p, c in zip(prompt_ids, encode_completions(tokenizer, list(responses)))]
 
 
-def sequence_logits(model: nn.Module, sequences: Sequence[Sequence[int]], pad_token_id: int,
-                    max_length: int) -> Tensor:
+def sequence_logits(model: nn.Module, sequences: Sequence[Sequence[int]], pad_token_id: int, max_length: int) -> Tensor:
     """[B] float32 logits of right-padded sequences (with grad when enabled; training and scoring share this)."""
     rows = [list(s)[-max_length:] for s in sequences]
     if any(not r for r in rows):
@@ -73,8 +75,8 @@ def sequence_logits(model: nn.Module, sequences: Sequence[Sequence[int]], pad_to
     input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros_like(input_ids)
     for i, r in enumerate(rows):
-        input_ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
-        attention_mask[i, :len(r)] = 1
+        input_ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        attention_mask[i, : len(r)] = 1
     device = next(model.parameters()).device
     out = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), use_cache=False)
     return out.logits[:, 0].float()
@@ -94,9 +96,15 @@ class RewardModel:
     """id(policy tokenizer) -> (that tokenizer, whether it is the same as ours); see `shares_tokenizer`."""
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, *, device: str | torch.device = "cpu",
-                        dtype: torch.dtype = torch.float32, max_length: int = 1024,
-                        batch_size: int = 16) -> RewardModel:
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        max_length: int = 1024,
+        batch_size: int = 16,
+    ) -> RewardModel:
         path = local_dir(str(path), setting="reward model")  # a dir, or a Hub id through the Hub cache
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"{path}: not an HF reward model directory (no config.json)")
@@ -118,8 +126,10 @@ class RewardModel:
     @torch.no_grad()
     def score_ids(self, sequences: Sequence[Sequence[int]]) -> Tensor:
         """[N] float32 logits of full token sequences (prompt + response)."""
-        out = [sequence_logits(self.model, sequences[i:i + self.batch_size], self.pad_token_id, self.max_length)
-               for i in range(0, len(sequences), self.batch_size)]
+        out = [
+            sequence_logits(self.model, sequences[i : i + self.batch_size], self.pad_token_id, self.max_length)
+            for i in range(0, len(sequences), self.batch_size)
+        ]
         return torch.cat(out).cpu() if out else torch.zeros(0)
 
     def score_texts(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> Tensor:
@@ -135,24 +145,32 @@ class RewardModel:
             self._shared[key] = (policy_tokenizer, same_tokenizer(policy_tokenizer, self.tokenizer))
         return self._shared[key][1]
 
-    def score_rollouts(self, rollouts: Sequence[Rollout], prompts: Sequence[Prompt] | None = None,
-                       policy_tokenizer: PreTrainedTokenizerBase | None = None) -> Tensor:
+    def score_rollouts(
+        self,
+        rollouts: Sequence[Rollout],
+        prompts: Sequence[Prompt] | None = None,
+        policy_tokenizer: PreTrainedTokenizerBase | None = None,
+    ) -> Tensor:
         """[N] float32 logits of sampled rollouts; `prompts[r.prompt_index]` is rollout r's prompt (see the module
         docstring). Without `policy_tokenizer`, the rollouts' own ids are scored."""
         if policy_tokenizer is None or self.shares_tokenizer(policy_tokenizer):
             return self.score_ids([r.prompt_ids + r.completion_ids for r in rollouts])
         if prompts is None:
-            raise ValueError("reward model: its tokenizer differs from the policy's, so scoring rollouts needs "
-                             "their prompts")
+            raise ValueError(
+                "reward model: its tokenizer differs from the policy's, so scoring rollouts needs their prompts"
+            )
         return self.score_ids(self.reencode(rollouts, prompts, policy_tokenizer))
 
-    def reencode(self, rollouts: Sequence[Rollout], prompts: Sequence[Prompt],
-                 policy_tokenizer: PreTrainedTokenizerBase) -> list[list[int]]:
+    def reencode(
+        self, rollouts: Sequence[Rollout], prompts: Sequence[Prompt], policy_tokenizer: PreTrainedTokenizerBase
+    ) -> list[list[int]]:
         """The RM's token ids of each rollout: its prompt and decoded completion, encoded as training pairs are."""
         eos = policy_tokenizer.eos_token_id
         finished = [bool(r.completion_ids) and r.completion_ids[-1] == eos for r in rollouts]
-        responses = policy_tokenizer.batch_decode([r.completion_ids[:-1] if f else r.completion_ids
-                                                   for r, f in zip(rollouts, finished)], skip_special_tokens=True)
+        responses = policy_tokenizer.batch_decode(
+            [r.completion_ids[:-1] if f else r.completion_ids for r, f in zip(rollouts, finished)],
+            skip_special_tokens=True,
+        )
         sequences = encode_texts(self.tokenizer, [prompts[r.prompt_index] for r in rollouts], responses)
         # encode_texts ends every sequence with the RM's EOS; an unfinished completion must not claim one.
         return [s if f else s[:-1] for s, f in zip(sequences, finished)]

@@ -15,6 +15,7 @@ the function.
 
 Tested by: .venv/bin/python -m pytest tests/unit/test_reward_fn.py -q
 """
+
 from __future__ import annotations
 
 import math
@@ -49,18 +50,21 @@ class RewardFunction:
         try:
             values = [float(v) for v in values]
         except (TypeError, ValueError):
-            raise RewardFunctionError(f"rollout.reward_fn {self.name}: must return one float per completion, got "
-                                      f"{type(values).__name__}") from None
+            raise RewardFunctionError(
+                f"rollout.reward_fn {self.name}: must return one float per completion, got {type(values).__name__}"
+            ) from None
         if len(values) != len(completions):
-            raise RewardFunctionError(f"rollout.reward_fn {self.name}: returned {len(values)} values for "
-                                      f"{len(completions)} completions")
+            raise RewardFunctionError(
+                f"rollout.reward_fn {self.name}: returned {len(values)} values for {len(completions)} completions"
+            )
         bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
         if bad is not None:
             raise RewardFunctionError(f"rollout.reward_fn {self.name}: completion {bad} got {values[bad]}")
         return torch.tensor(values, dtype=torch.float32)
 
-    def score_rollouts(self, rollouts: Sequence[Rollout], prompts: Sequence,
-                       policy_tokenizer: PreTrainedTokenizerBase) -> Tensor:
+    def score_rollouts(
+        self, rollouts: Sequence[Rollout], prompts: Sequence, policy_tokenizer: PreTrainedTokenizerBase
+    ) -> Tensor:
         """[N] float32 rewards; `prompts[r.prompt_index]` is rollout r's prompt."""
         completions = policy_tokenizer.batch_decode([r.completion_ids for r in rollouts], skip_special_tokens=True)
         return self([prompts[r.prompt_index] for r in rollouts], completions)

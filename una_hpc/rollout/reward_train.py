@@ -20,6 +20,7 @@
 
 Tested by: .venv/bin/python -m pytest tests/unit/test_reward_model.py -q
 """
+
 from __future__ import annotations
 
 import json
@@ -56,23 +57,34 @@ def _as_rows(rows: Iterable[ScoredText | tuple[Prompt, str, float]]) -> list[Sco
     out = [r if isinstance(r, ScoredText) else ScoredText(*r) for r in rows]
     for i, r in enumerate(out, 1):
         if not isinstance(r.response, str) or not math.isfinite(float(r.score)) or not 0 <= float(r.score) <= 1:
-            raise ValueError(f"reward-model row {i}: score must be a number in [0, 1] and response a string, "
-                             f"got score={r.score!r}")
+            raise ValueError(
+                f"reward-model row {i}: score must be a number in [0, 1] and response a string, got score={r.score!r}"
+            )
     if not out:
         raise ValueError("reward-model training needs at least one row")
     return out
 
 
-def train_reward_model(base_model_dir: str | Path, rows: Iterable[ScoredText | tuple[Prompt, str, float]],
-                       out_dir: str | Path, steps: int = 200, lr: float = 1e-4, seed: int = 0, *,
-                       batch_size: int = 16, max_length: int = 256, device: str | torch.device = "cpu") -> Path:
+def train_reward_model(
+    base_model_dir: str | Path,
+    rows: Iterable[ScoredText | tuple[Prompt, str, float]],
+    out_dir: str | Path,
+    steps: int = 200,
+    lr: float = 1e-4,
+    seed: int = 0,
+    *,
+    batch_size: int = 16,
+    max_length: int = 256,
+    device: str | torch.device = "cpu",
+) -> Path:
     """Fit sigmoid(RM(prompt, response)) to the scores by MSE for `steps` steps; returns the saved dir."""
     base = Path(base_model_dir)
     if not (base / "config.json").is_file():
         raise FileNotFoundError(f"{base}: not an HF model directory (no config.json)")
     if steps < 1 or lr <= 0 or batch_size < 1:
-        raise ValueError(f"reward-model training needs steps >= 1, lr > 0, batch_size >= 1 "
-                         f"(got {steps}, {lr}, {batch_size})")
+        raise ValueError(
+            f"reward-model training needs steps >= 1, lr > 0, batch_size >= 1 (got {steps}, {lr}, {batch_size})"
+        )
     data = _as_rows(rows)
     tok = load_tokenizer(base)
     encoded = encode_texts(tok, [r.prompt for r in data], [r.response for r in data])
@@ -81,7 +93,8 @@ def train_reward_model(base_model_dir: str | Path, rows: Iterable[ScoredText | t
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # the fresh score head's init
         model = AutoModelForSequenceClassification.from_pretrained(
-            str(base), num_labels=1, pad_token_id=tok.pad_token_id, dtype=torch.float32).to(device)
+            str(base), num_labels=1, pad_token_id=tok.pad_token_id, dtype=torch.float32
+        ).to(device)
     model.config.pad_token_id = tok.pad_token_id
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
@@ -90,7 +103,7 @@ def train_reward_model(base_model_dir: str | Path, rows: Iterable[ScoredText | t
     for _ in range(steps):
         if pos + min(batch_size, len(data)) > len(data):
             order, pos = torch.randperm(len(data), generator=gen), 0
-        idx = order[pos:pos + batch_size].tolist()
+        idx = order[pos : pos + batch_size].tolist()
         pos += len(idx)
         logits = sequence_logits(model, [encoded[i] for i in idx], tok.pad_token_id, max_length)
         loss = torch.nn.functional.mse_loss(torch.sigmoid(logits), targets[idx].to(logits.device))
@@ -105,13 +118,29 @@ def train_reward_model(base_model_dir: str | Path, rows: Iterable[ScoredText | t
     model.eval()
     model.save_pretrained(str(out))
     tok.save_pretrained(str(out))
-    tail = losses[-max(1, min(10, steps)):]
-    meta = {"base_model": str(base), "objective": "mse(sigmoid(logit), score)", "rows": len(data), "steps": steps,
-            "lr": lr, "seed": seed, "batch_size": batch_size, "max_length": max_length,
-            "final_loss": sum(tail) / len(tail), "first_loss": losses[0], "seconds": round(seconds, 2)}
+    tail = losses[-max(1, min(10, steps)) :]
+    meta = {
+        "base_model": str(base),
+        "objective": "mse(sigmoid(logit), score)",
+        "rows": len(data),
+        "steps": steps,
+        "lr": lr,
+        "seed": seed,
+        "batch_size": batch_size,
+        "max_length": max_length,
+        "final_loss": sum(tail) / len(tail),
+        "first_loss": losses[0],
+        "seconds": round(seconds, 2),
+    }
     (out / META_FILE).write_text(json.dumps(meta, indent=2))
-    log.info("reward model: %d steps in %.1f s, loss %.4f -> %.4f, saved to %s", steps, seconds, losses[0],
-             meta["final_loss"], out)
+    log.info(
+        "reward model: %d steps in %.1f s, loss %.4f -> %.4f, saved to %s",
+        steps,
+        seconds,
+        losses[0],
+        meta["final_loss"],
+        out,
+    )
     return out
 
 
@@ -133,6 +162,14 @@ def train_rm_from_config(cfg: Config) -> Path:
     rows = load_scored_rows(cfg.data)
     out = Path(cfg.rollout.reward_model) if cfg.rollout.reward_model else Path(cfg.trainer.output_dir) / "reward_model"
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    return train_reward_model(cfg.model.path, rows, out, steps=cfg.task.rm_steps, lr=cfg.task.rm_lr,
-                              seed=cfg.trainer.seed, batch_size=cfg.trainer.batch_size,
-                              max_length=cfg.trainer.max_length, device=device)
+    return train_reward_model(
+        cfg.model.path,
+        rows,
+        out,
+        steps=cfg.task.rm_steps,
+        lr=cfg.task.rm_lr,
+        seed=cfg.trainer.seed,
+        batch_size=cfg.trainer.batch_size,
+        max_length=cfg.trainer.max_length,
+        device=device,
+    )

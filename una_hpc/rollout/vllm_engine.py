@@ -24,6 +24,7 @@
 
 Tested by: .venv/bin/python -m pytest tests/integration/test_vllm_sync.py -q
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -41,13 +42,22 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import (EngineStartError, Rollout, SamplingSettings, SyncStats, VLLMNotInstalledError, WeightSyncError,
-                   check_prompts)
+from .base import (
+    EngineStartError,
+    Rollout,
+    SamplingSettings,
+    SyncStats,
+    VLLMNotInstalledError,
+    WeightSyncError,
+    check_prompts,
+)
 
 log = logging.getLogger(__name__)
 
-VLLM_HINT = ("vLLM is not installed; set rollout.engine=hf (or rollout.allow_hf_fallback=true) to sample with HF "
-             "generate, or install it: pip install 'una-hpc[rollout]' (CUDA) / 'una-hpc[rollout-cpu]' (CPU)")
+VLLM_HINT = (
+    "vLLM is not installed; set rollout.engine=hf (or rollout.allow_hf_fallback=true) to sample with HF "
+    "generate, or install it: pip install 'una-hpc[rollout]' (CUDA) / 'una-hpc[rollout-cpu]' (CPU)"
+)
 MP_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
 
 
@@ -119,9 +129,17 @@ class VLLMEngine:
 
     name = "vllm"
 
-    def __init__(self, model_dir: str | Path, *, max_model_len: int, gpu_memory_utilization: float = 0.3,
-                 seed: int = 0, dtype: str = "float32", enforce_eager: bool = True,
-                 engine_args: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        model_dir: str | Path,
+        *,
+        max_model_len: int,
+        gpu_memory_utilization: float = 0.3,
+        seed: int = 0,
+        dtype: str = "float32",
+        enforce_eager: bool = True,
+        engine_args: dict[str, Any] | None = None,
+    ) -> None:
         require_vllm()
         path = Path(model_dir)
         if not (path / "config.json").is_file():
@@ -139,19 +157,34 @@ class VLLMEngine:
         t0 = time.perf_counter()
         try:
             with _in_process_engine_env(), _preserve_rng():
-                self._llm = LLM(model=str(path), dtype=dtype, enforce_eager=enforce_eager, seed=seed,
-                                gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
-                                logprobs_mode="raw_logprobs", **(engine_args or {}))
+                self._llm = LLM(
+                    model=str(path),
+                    dtype=dtype,
+                    enforce_eager=enforce_eager,
+                    seed=seed,
+                    gpu_memory_utilization=gpu_memory_utilization,
+                    max_model_len=max_model_len,
+                    logprobs_mode="raw_logprobs",
+                    **(engine_args or {}),
+                )
         except Exception as e:  # vLLM raises many types (ValueError, pydantic ValidationError, RuntimeError...)
             raise EngineStartError(f"vLLM engine failed to start for {path}: {one_line(e)}") from e
         self.start_seconds = time.perf_counter() - t0
         """Seconds `vllm.LLM(...)` took (model load, KV cache, warm-up), without the import."""
         self._in_process = type(self._llm.llm_engine.engine_core).__name__ == "InprocClient"
-        log.info("vLLM engine started in %.1f s (+%.1f s import; %s, in-process=%s)", self.start_seconds,
-                 self.import_seconds, path, self._in_process)
+        log.info(
+            "vLLM engine started in %.1f s (+%.1f s import; %s, in-process=%s)",
+            self.start_seconds,
+            self.import_seconds,
+            path,
+            self._in_process,
+        )
         if not self._in_process:
-            log.warning("%s=%s is set: the vLLM engine runs in its own process and cannot take in-process weight "
-                        "syncs", MP_ENV, os.environ.get(MP_ENV))
+            log.warning(
+                "%s=%s is set: the vLLM engine runs in its own process and cannot take in-process weight syncs",
+                MP_ENV,
+                os.environ.get(MP_ENV),
+            )
 
     # -- generation ---------------------------------------------------------------------------------------------
     def generate(self, prompt_ids: list[list[int]], n: int, params: SamplingSettings) -> list[Rollout]:
@@ -160,12 +193,21 @@ class VLLMEngine:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        sampling = [SamplingParams(
-            n=n, temperature=params.temperature, top_p=params.top_p, logprobs=0, detokenize=False,
-            max_tokens=min(params.max_new_tokens, self.max_model_len - len(ids)),
-            seed=None if params.seed is None else params.seed + i * n) for i, ids in enumerate(prompt_ids)]
-        outputs = self._llm.generate([TokensPrompt(prompt_token_ids=list(ids)) for ids in prompt_ids], sampling,
-                                     use_tqdm=False)
+        sampling = [
+            SamplingParams(
+                n=n,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                logprobs=0,
+                detokenize=False,
+                max_tokens=min(params.max_new_tokens, self.max_model_len - len(ids)),
+                seed=None if params.seed is None else params.seed + i * n,
+            )
+            for i, ids in enumerate(prompt_ids)
+        ]
+        outputs = self._llm.generate(
+            [TokensPrompt(prompt_token_ids=list(ids)) for ids in prompt_ids], sampling, use_tqdm=False
+        )
         rollouts = []
         for i, (ids, out) in enumerate(zip(prompt_ids, outputs)):
             for c in sorted(out.outputs, key=lambda c: c.index):
@@ -180,8 +222,10 @@ class VLLMEngine:
     def sync_weights(self, named_tensors: Iterable[tuple[str, Tensor]]) -> None:
         self._check_usable()
         if not self._in_process:
-            raise WeightSyncError(f"in-process weight sync needs the in-process vLLM engine, but {MP_ENV}="
-                                  f"{os.environ.get(MP_ENV)!r} is set: unset it or set it to 0")
+            raise WeightSyncError(
+                f"in-process weight sync needs the in-process vLLM engine, but {MP_ENV}="
+                f"{os.environ.get(MP_ENV)!r} is set: unset it or set it to 0"
+            )
         sent: set[str] = set()
         nbytes = 0
 
@@ -189,8 +233,10 @@ class VLLMEngine:
             nonlocal nbytes
             for name, tensor in named_tensors:
                 if self._expected is not None and name not in self._expected:
-                    raise WeightSyncError(f"weight {name!r} is not in the engine's checkpoint {self.model_dir} "
-                                          f"(expected HF names of the plain model)")
+                    raise WeightSyncError(
+                        f"weight {name!r} is not in the engine's checkpoint {self.model_dir} "
+                        f"(expected HF names of the plain model)"
+                    )
                 sent.add(name)
                 nbytes += tensor.numel() * tensor.element_size()
                 yield name, tensor
@@ -208,8 +254,10 @@ class VLLMEngine:
         missing = (self._expected or set()) - sent
         if missing:
             self._unusable = "a weight sync left weights stale"
-            raise WeightSyncError(f"weight sync sent {len(sent)} tensors but the checkpoint has {len(missing)} more "
-                                  f"(e.g. {sorted(missing)[0]!r}): the engine would sample from stale weights")
+            raise WeightSyncError(
+                f"weight sync sent {len(sent)} tensors but the checkpoint has {len(missing)} more "
+                f"(e.g. {sorted(missing)[0]!r}): the engine would sample from stale weights"
+            )
         self.sync_stats.tensors, self.sync_stats.bytes, self.sync_stats.seconds = len(sent), nbytes, seconds
         self.sync_stats.history.append(seconds)
         log.info("vLLM weight sync: %d tensors, %.1f MB in %.1f ms", len(sent), nbytes / 2**20, seconds * 1e3)

@@ -13,6 +13,7 @@
 
 Tested by: .venv/bin/python -m pytest tests/unit/test_rollout_weights.py -q
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -21,7 +22,6 @@ import torch
 from torch import Tensor, nn
 
 from ..models.policy import base_causal_lm
-
 
 # Strip DeepSpeed / DDP `.module` wrappers and a PeftModel shell, returning the HF model (LoRA layers in it).
 unwrap_hf_model = base_causal_lm
@@ -46,12 +46,16 @@ _Item = tuple[str, Tensor, bool]
 def _merged_lora(name: str, layer: nn.Module) -> Iterator[_Item]:
     """The base layer's parameters with the active, not-yet-merged adapters added (new tensors)."""
     base = layer.get_base_layer()
-    adapters = [] if layer.disable_adapters else [
-        a for a in layer.active_adapters if a in layer.lora_A and a not in layer.merged_adapters]
+    adapters = (
+        []
+        if layer.disable_adapters
+        else [a for a in layer.active_adapters if a in layer.lora_A and a not in layer.merged_adapters]
+    )
     variants = [a for a in adapters if a in getattr(layer, "lora_variant", {})]
     if variants:
-        raise NotImplementedError(f"{name}: LoRA variant adapters {variants} (e.g. DoRA) cannot be merged for "
-                                  f"weight sync; use plain LoRA")
+        raise NotImplementedError(
+            f"{name}: LoRA variant adapters {variants} (e.g. DoRA) cannot be merged for weight sync; use plain LoRA"
+        )
     for pname, p in base.named_parameters(recurse=False):
         value = p.detach()
         if pname == "weight" and adapters:

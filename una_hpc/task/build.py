@@ -15,6 +15,7 @@ changed parameter rebuilds that step and the ones after it; a killed build leave
 build_log.jsonl records every step as built or reused. Several processes may call it at once only through
 una_hpc.task.defaults.fill_defaults, which holds a file lock around it.
 """
+
 from __future__ import annotations
 
 import json
@@ -115,8 +116,9 @@ def _step(task_dir: Path, name: str, params: dict, build: Callable[[Path], dict]
         tmp = task_dir / f".{name}.tmp-{os.getpid()}"
         tmp.mkdir(parents=True)
         info = build(tmp)
-        (tmp / "_build.json").write_text(json.dumps(
-            {"params": params, "seconds": time.perf_counter() - t0, **info}, indent=1))
+        (tmp / "_build.json").write_text(
+            json.dumps({"params": params, "seconds": time.perf_counter() - t0, **info}, indent=1)
+        )
         if final.exists():
             shutil.rmtree(final)
         os.rename(tmp, final)
@@ -140,10 +142,12 @@ def _tokenizer_texts(prompts: list[str], n: int, seed: int) -> list[str]:
 def score_distribution(scores: list[float], per_prompt: int) -> dict:
     """Summary of dataset gold scores: mean, std, quantiles, a 10-bin histogram, mean within-prompt spread."""
     q = statistics.quantiles(scores, n=10) if len(scores) > 1 else scores * 9
-    groups = [scores[i:i + per_prompt] for i in range(0, len(scores), per_prompt)]
+    groups = [scores[i : i + per_prompt] for i in range(0, len(scores), per_prompt)]
     return {
-        "n": len(scores), "mean": statistics.fmean(scores),
-        "std": statistics.pstdev(scores), "deciles": [round(x, 4) for x in q],
+        "n": len(scores),
+        "mean": statistics.fmean(scores),
+        "std": statistics.pstdev(scores),
+        "deciles": [round(x, 4) for x in q],
         "histogram": [sum(1 for s in scores if min(int(s * 10), 9) == b) for b in range(10)],
         "within_prompt_std": statistics.fmean(statistics.pstdev(g) for g in groups) if per_prompt > 1 else 0.0,
         "prompts_with_spread": sum(1 for g in groups if max(g) > min(g)) / len(groups),
@@ -156,16 +160,24 @@ def train_prompt_pool(task_cfg: TaskConfig, seed: int, recipe: TaskRecipe = Task
     return sample_prompts(max(recipe.train_pool, task_cfg.num_prompts), seed, "train")
 
 
-def sample_scored_rows(model_dir: str | Path, prompts: list[str], samples_per_prompt: int, seed: int,
-                       recipe: TaskRecipe = TaskRecipe()) -> list[dict]:
+def sample_scored_rows(
+    model_dir: str | Path, prompts: list[str], samples_per_prompt: int, seed: int, recipe: TaskRecipe = TaskRecipe()
+) -> list[dict]:
     """HelpSteer2-format rows: `samples_per_prompt` temperature-1 samples of the model per prompt (grouped by
     prompt, in order), each with its five gold attributes."""
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
     repeated = [p for p in prompts for _ in range(samples_per_prompt)]
     with torch_threads(recipe.threads):
-        ids = generate_ids(model, tok, repeated, max_new_tokens=recipe.max_new_tokens, temperature=1.0,
-                           batch_size=recipe.gen_batch_size, seed=seed)
+        ids = generate_ids(
+            model,
+            tok,
+            repeated,
+            max_new_tokens=recipe.max_new_tokens,
+            temperature=1.0,
+            batch_size=recipe.gen_batch_size,
+            seed=seed,
+        )
     rows = []
     for p, x in zip(repeated, ids):
         r = decode(tok, x)
@@ -173,8 +185,9 @@ def sample_scored_rows(model_dir: str | Path, prompts: list[str], samples_per_pr
     return rows
 
 
-def build_default_task(task_cfg: TaskConfig, seed: int, recipe: TaskRecipe = TaskRecipe(),
-                       log: Callable[[str], None] = print) -> DefaultTask:
+def build_default_task(
+    task_cfg: TaskConfig, seed: int, recipe: TaskRecipe = TaskRecipe(), log: Callable[[str], None] = print
+) -> DefaultTask:
     """Build (or reuse) the embedded default task under `task_cfg.dir`; see the module docstring."""
     with torch_threads(recipe.threads), torch.random.fork_rng(devices=[]):  # the caller's RNG is left as it was
         return _build(task_cfg, seed, recipe, log)
@@ -192,8 +205,9 @@ def _build(task_cfg: TaskConfig, seed: int, recipe: TaskRecipe, log: Callable[[s
     tok_params = {"version": TASK_VERSION, "seed": seed, **pick("vocab_size", "train_pool", "tokenizer_texts")}
 
     def build_tokenizer(out: Path) -> dict:
-        tok = train_tokenizer(_tokenizer_texts(train_prompts, recipe.tokenizer_texts, seed), out,
-                              vocab_size=recipe.vocab_size)
+        tok = train_tokenizer(
+            _tokenizer_texts(train_prompts, recipe.tokenizer_texts, seed), out, vocab_size=recipe.vocab_size
+        )
         return {"vocab": len(tok)}
 
     tok_dir = _step(task_dir, "tokenizer", tok_params, build_tokenizer, log)
@@ -201,43 +215,63 @@ def _build(task_cfg: TaskConfig, seed: int, recipe: TaskRecipe, log: Callable[[s
     def build_base(out: Path) -> dict:
         tok = AutoTokenizer.from_pretrained(str(tok_dir))
         torch.manual_seed(seed)
-        model = LlamaForCausalLM(tiny_llama_config(tok, hidden_size=recipe.hidden_size, layers=recipe.layers,
-                                                   heads=recipe.heads, kv_heads=recipe.kv_heads))
+        model = LlamaForCausalLM(
+            tiny_llama_config(
+                tok, hidden_size=recipe.hidden_size, layers=recipe.layers, heads=recipe.heads, kv_heads=recipe.kv_heads
+            )
+        )
         model.generation_config.pad_token_id = tok.pad_token_id
-        cfg = SFTConfig(steps=task_cfg.sft_steps, batch_size=recipe.sft_batch_size, lr=recipe.sft_lr, seed=seed,
-                        log_every=max(1, -(-task_cfg.sft_steps // 5)))
+        cfg = SFTConfig(
+            steps=task_cfg.sft_steps,
+            batch_size=recipe.sft_batch_size,
+            lr=recipe.sft_lr,
+            seed=seed,
+            log_every=max(1, -(-task_cfg.sft_steps // 5)),
+        )
         pairs = sft_examples(train_prompts, task_cfg.sft_steps * recipe.sft_batch_size, seed)
-        log(f"[task] base: SFT of a {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M-param tiny Llama, "
-            f"{cfg.steps} steps x {cfg.batch_size}")
+        log(
+            f"[task] base: SFT of a {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M-param tiny Llama, "
+            f"{cfg.steps} steps x {cfg.batch_size}"
+        )
         rows = train_sft(model, tok, pairs, cfg, metrics_path=out / "sft_metrics.jsonl", log=log)
         model.save_pretrained(str(out))
         tok.save_pretrained(str(out))
         return {"final_loss": rows[-1]["loss"] if rows else None}
 
-    base_params = {**tok_params, "sft_steps": task_cfg.sft_steps,
-                   **pick("hidden_size", "layers", "heads", "kv_heads", "sft_batch_size", "sft_lr")}
+    base_params = {
+        **tok_params,
+        "sft_steps": task_cfg.sft_steps,
+        **pick("hidden_size", "layers", "heads", "kv_heads", "sft_batch_size", "sft_lr"),
+    }
     base_dir = _step(task_dir, "base", base_params, build_base, log)
 
     def build_data(out: Path) -> dict:
-        log(f"[task] data: sampling {task_cfg.num_prompts * task_cfg.responses_per_prompt} responses at "
-            f"temperature 1")
-        rows = sample_scored_rows(base_dir, train_prompts[: task_cfg.num_prompts], task_cfg.responses_per_prompt,
-                                  seed, recipe)
+        log(f"[task] data: sampling {task_cfg.num_prompts * task_cfg.responses_per_prompt} responses at temperature 1")
+        rows = sample_scored_rows(
+            base_dir, train_prompts[: task_cfg.num_prompts], task_cfg.responses_per_prompt, seed, recipe
+        )
         scores = [combine_attributes(r) for r in rows]
         _write_jsonl(out / "train.jsonl", rows)
-        _write_jsonl(out / "heldout.jsonl", [{"prompt": p} for p in sample_prompts(recipe.heldout_prompts, seed,
-                                                                                    "heldout")])
+        _write_jsonl(
+            out / "heldout.jsonl", [{"prompt": p} for p in sample_prompts(recipe.heldout_prompts, seed, "heldout")]
+        )
         dist = score_distribution(scores, task_cfg.responses_per_prompt)
-        log(f"[task] data: gold score mean {dist['mean']:.3f} std {dist['std']:.3f}, within-prompt std "
-            f"{dist['within_prompt_std']:.3f}, histogram {dist['histogram']}")
+        log(
+            f"[task] data: gold score mean {dist['mean']:.3f} std {dist['std']:.3f}, within-prompt std "
+            f"{dist['within_prompt_std']:.3f}, histogram {dist['histogram']}"
+        )
         return {"gold_score": dist}
 
-    data_params = {**base_params, **pick("heldout_prompts", "max_new_tokens", "gen_batch_size"),
-                   "num_prompts": task_cfg.num_prompts,
-                   "responses_per_prompt": task_cfg.responses_per_prompt}
+    data_params = {
+        **base_params,
+        **pick("heldout_prompts", "max_new_tokens", "gen_batch_size"),
+        "num_prompts": task_cfg.num_prompts,
+        "responses_per_prompt": task_cfg.responses_per_prompt,
+    }
     data_dir = _step(task_dir, "data", data_params, build_data, log)
-    return DefaultTask(dir=task_dir, model_dir=base_dir, train_path=data_dir / "train.jsonl",
-                       heldout_path=data_dir / "heldout.jsonl")
+    return DefaultTask(
+        dir=task_dir, model_dir=base_dir, train_path=data_dir / "train.jsonl", heldout_path=data_dir / "heldout.jsonl"
+    )
 
 
 def main(argv: list[str]) -> None:

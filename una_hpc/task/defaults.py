@@ -6,9 +6,9 @@
 With model.path empty it builds (or reuses) the task under task.dir (una_hpc.task.build) and sets model.path to its
 base model; with data.path empty too, data.path and data.format to its scored dataset and data.eval_path (when empty)
 to its held-out prompts; for a loss head whose loop scores rollouts (una_online, ppo), rollout.reward_model (when
-it and rollout.reward_fn are empty) to the task's reward model (una_hpc.task.reward_model). A model.path the user set builds nothing: without
-data.path the trainer stops with one line. eval.gold_reward, when empty, becomes the task's exact gold reward; it
-answers None on other prompts, so runs on user data score as before.
+it and rollout.reward_fn are empty) to the task's reward model (una_hpc.task.reward_model). A model.path the user
+set builds nothing: without data.path the trainer stops with one line. eval.gold_reward, when empty, becomes the
+task's exact gold reward; it answers None on other prompts, so runs on user data score as before.
 
 The trainer never imports this package; it only reads the paths and the hook this function wrote into the config.
 Several processes of one launch call this before torch.distributed exists: a file lock in task.dir lets the first

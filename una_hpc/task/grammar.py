@@ -21,6 +21,7 @@ combine_attributes; `gold_rewards` is the batched form the trainer and eval call
 Response generators of graded quality (correct, verbose, wrong, offtopic, repetitive, garbled) make SFT data that
 is imperfect on purpose. Pure python: this module uses no torch (importing una_hpc.data still loads it).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,8 +36,7 @@ from ..data.helpsteer import DEFAULT_ATTRIBUTE_WEIGHTS, combine_attributes
 ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
 FAMILIES = ("count", "list", "sort", "repeat", "add", "opposite", "reverse", "spell")
 QUALITIES = ("correct", "verbose", "wrong", "offtopic", "repetitive", "garbled")
-DEFAULT_SFT_MIX = {"correct": 0.4, "verbose": 0.2, "wrong": 0.2, "repetitive": 0.08, "offtopic": 0.06,
-                   "garbled": 0.06}
+DEFAULT_SFT_MIX = {"correct": 0.4, "verbose": 0.2, "wrong": 0.2, "repetitive": 0.08, "offtopic": 0.06, "garbled": 0.06}
 """Quality mix of the SFT data: imperfect on purpose so that alignment has room."""
 
 CATEGORIES = {
@@ -44,12 +44,25 @@ CATEGORIES = {
     "animals": ("cat", "dog", "cow", "pig", "fox", "owl", "bee", "hen"),
     "fruits": ("apple", "pear", "fig", "plum", "lime", "kiwi", "peach", "grape"),
 }
-OPPOSITES = (("hot", "cold"), ("big", "small"), ("up", "down"), ("fast", "slow"), ("old", "new"),
-             ("day", "night"), ("open", "closed"), ("light", "dark"), ("wet", "dry"), ("high", "low"),
-             ("happy", "sad"), ("early", "late"))
+OPPOSITES = (
+    ("hot", "cold"),
+    ("big", "small"),
+    ("up", "down"),
+    ("fast", "slow"),
+    ("old", "new"),
+    ("day", "night"),
+    ("open", "closed"),
+    ("light", "dark"),
+    ("wet", "dry"),
+    ("high", "low"),
+    ("happy", "sad"),
+    ("early", "late"),
+)
 NUMBER_WORDS = {"two": 2, "three": 3, "four": 4, "five": 5}
-FILLER = frozenset("sure ok okay here it is the answer we hope this helps let me know if you need more of course "
-                   "so that was easy".split())
+FILLER = frozenset(
+    "sure ok okay here it is the answer we hope this helps let me know if you need more of course "
+    "so that was easy".split()
+)
 INTROS = ("sure! here it is:", "of course! the answer is:", "okay, so the answer is:", "sure, here is the answer:")
 OUTROS = ("hope this helps!", "let me know if you need more.", "that was easy.", "")
 ITEMS = tuple(w for ws in CATEGORIES.values() for w in ws)
@@ -122,8 +135,14 @@ def _sample_spell(rng: random.Random) -> str:
 
 
 _SAMPLERS: dict[str, Callable[[random.Random], str]] = {
-    "count": _sample_count, "list": _sample_list, "sort": _sample_sort, "repeat": _sample_repeat,
-    "add": _sample_add, "opposite": _sample_opposite, "reverse": _sample_reverse, "spell": _sample_spell,
+    "count": _sample_count,
+    "list": _sample_list,
+    "sort": _sample_sort,
+    "repeat": _sample_repeat,
+    "add": _sample_add,
+    "opposite": _sample_opposite,
+    "reverse": _sample_reverse,
+    "spell": _sample_spell,
 }
 
 _PARSERS: tuple[tuple[str, re.Pattern[str]], ...] = (
@@ -151,7 +170,7 @@ def parse_prompt(prompt: str) -> Gold:
             return Gold(family, _count_seq(a, b))
         if family == "list":
             pool = CATEGORIES[g[1]]
-            return Gold(family, pool[:NUMBER_WORDS[g[0]]], frozenset(pool))
+            return Gold(family, pool[: NUMBER_WORDS[g[0]]], frozenset(pool))
         if family == "sort":
             return Gold(family, tuple(sorted(g[0].split())))
         if family == "repeat":
@@ -207,11 +226,14 @@ def sample_prompts(n: int, seed: int, split: str, heldout_fraction: float = 0.2)
     return out
 
 
-def make_splits(num_train: int, num_heldout: int, seed: int,
-                heldout_fraction: float = 0.2) -> tuple[list[str], list[str]]:
+def make_splits(
+    num_train: int, num_heldout: int, seed: int, heldout_fraction: float = 0.2
+) -> tuple[list[str], list[str]]:
     """Disjoint train and held-out prompt lists (held-out prompts never appear in training)."""
-    return (sample_prompts(num_train, seed, "train", heldout_fraction),
-            sample_prompts(num_heldout, seed, "heldout", heldout_fraction))
+    return (
+        sample_prompts(num_train, seed, "train", heldout_fraction),
+        sample_prompts(num_heldout, seed, "heldout", heldout_fraction),
+    )
 
 
 # ------------------------------------------------------------------------------------------------ gold reward
@@ -234,9 +256,17 @@ def _grade(match: float) -> int:
 
 
 _GRAMMAR_WORDS = frozenset(
-    set(ITEMS) | set(_OPP) | set(NUMBER_WORDS) | set(CATEGORIES) | set(_LETTERS) | FILLER
-    | set("count up down from to list name give me sort these words put in order repeat say times add and what "
-          "plus sum opposite reverse spell word".split()))
+    set(ITEMS)
+    | set(_OPP)
+    | set(NUMBER_WORDS)
+    | set(CATEGORIES)
+    | set(_LETTERS)
+    | FILLER
+    | set(
+        "count up down from to list name give me sort these words put in order repeat say times add and what "
+        "plus sum opposite reverse spell word".split()
+    )
+)
 
 
 def _known(w: str) -> bool:
@@ -262,8 +292,13 @@ def gold_attributes(prompt: str, response: str) -> dict[str, int]:
     extra = len(ws) - n
     verbosity = 2 + int(math.copysign(min(2, math.ceil(abs(extra) / 2)), extra)) if extra else 2
     helpfulness = max(0, correctness - (verbosity == 4) - (loops > 0))
-    return {"helpfulness": helpfulness, "correctness": correctness, "coherence": max(0, 4 - garbage - loops),
-            "complexity": min(4, len(set(content)) // 2), "verbosity": verbosity}
+    return {
+        "helpfulness": helpfulness,
+        "correctness": correctness,
+        "coherence": max(0, 4 - garbage - loops),
+        "complexity": min(4, len(set(content)) // 2),
+        "verbosity": verbosity,
+    }
 
 
 def gold_score(prompt: str, response: str, weights: Mapping[str, float] = DEFAULT_ATTRIBUTE_WEIGHTS) -> float:
@@ -311,7 +346,7 @@ def _wrong(gold: Gold, rng: random.Random) -> list[str]:
         ans[i], ans[i + 1] = ans[i + 1], ans[i]
         return ans
     i = rng.randrange(len(ans))  # spell: drop or double a letter
-    return ans[:i] + ans[i + 1:] if rng.random() < 0.5 else ans[:i] + [ans[i]] + ans[i:]
+    return ans[:i] + ans[i + 1 :] if rng.random() < 0.5 else ans[:i] + [ans[i]] + ans[i:]
 
 
 def _garble(w: str, rng: random.Random) -> str:
@@ -346,16 +381,16 @@ def make_response(prompt: str, quality: str, rng: random.Random) -> str:
     raise ValueError(f"unknown quality {quality!r}; valid: {', '.join(QUALITIES)}")
 
 
-def sample_response(prompt: str, rng: random.Random,
-                    mix: Mapping[str, float] = DEFAULT_SFT_MIX) -> tuple[str, str]:
+def sample_response(prompt: str, rng: random.Random, mix: Mapping[str, float] = DEFAULT_SFT_MIX) -> tuple[str, str]:
     """(quality, response) with the quality drawn from `mix`."""
     names = sorted(mix)
     quality = rng.choices(names, weights=[mix[k] for k in names])[0]
     return quality, make_response(prompt, quality, rng)
 
 
-def sft_examples(prompts: Sequence[str], n: int, seed: int,
-                 mix: Mapping[str, float] = DEFAULT_SFT_MIX) -> list[tuple[str, str]]:
+def sft_examples(
+    prompts: Sequence[str], n: int, seed: int, mix: Mapping[str, float] = DEFAULT_SFT_MIX
+) -> list[tuple[str, str]]:
     """`n` (prompt, response) SFT pairs with responses of mixed quality; the task family is drawn uniformly, then a
     prompt of that family from `prompts` (small families are not drowned by large ones)."""
     rng = random.Random(f"{seed}:sft")

@@ -12,6 +12,7 @@ Tokenization contract (the same one generation uses): the prompt is the chat tem
 by EOS; the sequence is their concatenation. Generating from the prompt ids therefore continues exactly where
 training did.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,8 +54,9 @@ class SFTConfig:
 
 def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[int]:
     """Token ids of a user prompt rendered with the chat template, ending at the assistant's turn."""
-    text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                         add_generation_prompt=True)
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+    )
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
@@ -63,8 +65,9 @@ def encode_completion(tokenizer: PreTrainedTokenizerBase, response: str) -> list
     return list(tokenizer(response, add_special_tokens=False)["input_ids"]) + [tokenizer.eos_token_id]
 
 
-def encode_example(tokenizer: PreTrainedTokenizerBase, prompt: str, response: str,
-                   max_length: int) -> tuple[list[int], list[int]]:
+def encode_example(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, response: str, max_length: int
+) -> tuple[list[int], list[int]]:
     """(input_ids, labels) with labels IGNORE_INDEX on the prompt; HF shifts labels inside the model."""
     p, c = encode_prompt(tokenizer, prompt), encode_completion(tokenizer, response)
     c = c[: max(0, max_length - len(p))]
@@ -103,13 +106,19 @@ def _batches(n: int, cfg: SFTConfig) -> list[list[int]]:
             rng.shuffle(epoch)
             order += epoch
         out.append(order[: cfg.batch_size])
-        order = order[cfg.batch_size:]
+        order = order[cfg.batch_size :]
     return out
 
 
-def train_sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[tuple[str, str]],
-              cfg: SFTConfig, *, metrics_path: str | Path | None = None,
-              log: Callable[[str], None] | None = print) -> list[dict]:
+def train_sft(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: Sequence[tuple[str, str]],
+    cfg: SFTConfig,
+    *,
+    metrics_path: str | Path | None = None,
+    log: Callable[[str], None] | None = print,
+) -> list[dict]:
     """Train `model` in place on (prompt, response) pairs; returns the logged metrics rows."""
     if not pairs:
         raise ValueError("SFT needs at least one (prompt, response) pair")
@@ -117,8 +126,11 @@ def train_sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs:
     model.train()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(0.9, 0.98),
+    )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
     rows: list[dict] = []
     sink = open(metrics_path, "w") if metrics_path is not None else None
@@ -138,8 +150,13 @@ def train_sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs:
             tokens += int(batch["attention_mask"].sum())
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
                 elapsed = time.perf_counter() - t0
-                row = {"step": step + 1, "loss": loss_sum / n_loss, "lr": sched.get_last_lr()[0],
-                       "tokens_per_s": tokens / elapsed, "elapsed_s": elapsed}
+                row = {
+                    "step": step + 1,
+                    "loss": loss_sum / n_loss,
+                    "lr": sched.get_last_lr()[0],
+                    "tokens_per_s": tokens / elapsed,
+                    "elapsed_s": elapsed,
+                }
                 rows.append(row)
                 if sink is not None:
                     sink.write(json.dumps(row) + "\n")

@@ -1,4 +1,5 @@
 """Training loops: offline UNA (every registry head), online UNA and the PPO baseline, picked by loss.name."""
+
 from __future__ import annotations
 
 from pathlib import Path

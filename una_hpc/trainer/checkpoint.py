@@ -4,6 +4,7 @@ Layout: OUTPUT/checkpoints/step-000040/{engine/, model/, trainer_state.json}. A 
 `step-000040.tmp` and renamed when complete, so a run killed mid-save never leaves a half-written checkpoint that
 resume would pick up. `model/` is a plain HF dir (LoRA merged) that transformers and vLLM load.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,11 @@ def checkpoints_root(output_dir: str | Path) -> Path:
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
     root = checkpoints_root(output_dir)
-    done = sorted(p for p in root.glob(f"{STEP_PREFIX}*") if p.is_dir() and not p.name.endswith(".tmp")) \
-        if root.is_dir() else []
+    done = (
+        sorted(p for p in root.glob(f"{STEP_PREFIX}*") if p.is_dir() and not p.name.endswith(".tmp"))
+        if root.is_dir()
+        else []
+    )
     return done[-1] if done else None
 
 
@@ -44,8 +48,15 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(engine, output_dir: str | Path, step: int, trainer_state: dict, export_model, keep: int,
-                    extra_engines: dict | None = None) -> Path:
+def save_checkpoint(
+    engine,
+    output_dir: str | Path,
+    step: int,
+    trainer_state: dict,
+    export_model,
+    keep: int,
+    extra_engines: dict | None = None,
+) -> Path:
     """All ranks call this. `export_model(dir)` writes the HF model dir (collective under ZeRO-3/TP);
     `extra_engines` (name -> engine, e.g. PPO's critic) are saved under `name/`."""
     root = checkpoints_root(output_dir)

@@ -21,6 +21,7 @@ afterwards and every module back in its previous train/eval mode, so a run with 
 one without. Only rank 0 evaluates (other ranks wait at the next step's collectives); ZeRO-3 and tensor
 parallelism shard weights that rank 0 would need alone, so eval.every refuses them with one line.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -76,17 +77,19 @@ class LiveEval:
         prompts, _ = fit_prompts(run.tokenizer, read_eval_prompts(run.inputs.eval_path), cfg.data.max_prompt_length)
         prompts = prompts[: cfg.eval.num_prompts_during_training]
         if not prompts:
-            raise ConfigError(f"eval.every: no prompt of {run.inputs.eval_path} fits data.max_prompt_length="
-                              f"{cfg.data.max_prompt_length}")
+            raise ConfigError(
+                f"eval.every: no prompt of {run.inputs.eval_path} fits data.max_prompt_length="
+                f"{cfg.data.max_prompt_length}"
+            )
         if not run.is_main:
             return None
         with preserved_rng(run.device):  # loading may draw from the RNG; training must not notice
-            rm = (RewardModel.from_pretrained(cfg.eval.reward_model, device=run.device)
-                  if cfg.eval.reward_model else None)
+            rm = (
+                RewardModel.from_pretrained(cfg.eval.reward_model, device=run.device) if cfg.eval.reward_model else None
+            )
         has_reward = pick_scorer(prompts, rm, gold=gold_function(cfg.eval)) is not None
         if not has_reward:
-            print("eval.every: prompts outside the embedded task and no eval.reward_model: logging KL and lengths "
-                  "only")
+            print("eval.every: prompts outside the embedded task and no eval.reward_model: logging KL and lengths only")
         return cls(run, prompts, rm, has_reward)
 
     def _reference(self) -> Reference:
@@ -115,12 +118,23 @@ class LiveEval:
             reference = self._reference()
             if self.has_reward and self._baseline is None:
                 self._baseline = self._baseline_responses(reference)
-            r = evaluate(self.run.engine.module, self.run.tokenizer, self.prompts,
-                         dataclasses.replace(cfg.eval, num_prompts=len(self.prompts)), baseline=self._baseline,
-                         reference=reference, reward_model=self.reward_model, seed=cfg.trainer.seed,
-                         baseline_name=cfg.eval.baseline or "reference")
-        row = {"eval_kl": r["kl"]["mean"], "eval_kl_stderr": r["kl"]["stderr"],
-               "eval_response_tokens": r["mean_response_tokens"], "eval_eos_rate": r["eos_rate"]}
+            r = evaluate(
+                self.run.engine.module,
+                self.run.tokenizer,
+                self.prompts,
+                dataclasses.replace(cfg.eval, num_prompts=len(self.prompts)),
+                baseline=self._baseline,
+                reference=reference,
+                reward_model=self.reward_model,
+                seed=cfg.trainer.seed,
+                baseline_name=cfg.eval.baseline or "reference",
+            )
+        row = {
+            "eval_kl": r["kl"]["mean"],
+            "eval_kl_stderr": r["kl"]["stderr"],
+            "eval_response_tokens": r["mean_response_tokens"],
+            "eval_eos_rate": r["eos_rate"],
+        }
         if "reward" in r:
             lo, hi = r["reward"]["ci95"]
             row.update(eval_reward=r["reward"]["mean"], eval_reward_ci_low=lo, eval_reward_ci_high=hi)

@@ -12,6 +12,7 @@ neither, one printed line says so and KL and response lengths are reported alone
 base_eval/eval.json and, with a reward, eval.png into trainer.output_dir. Models run on the first GPU when there is
 one, in fp32.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -50,8 +51,17 @@ def run_eval(cfg: Config, model_dir: Path | None = None) -> dict:
     common = dict(reward_model=rm, seed=cfg.trainer.seed, device=device)
     base_eval = evaluate(base, tokenizer, prompts, cfg.eval, out_dir=out / "base_eval", **common)
     # The baseline's responses are base_eval's: same prompts, settings and seed, so no second generation.
-    result = evaluate(model_dir, tokenizer, prompts, cfg.eval, baseline=[s["response"] for s in base_eval["samples"]],
-                      baseline_name=str(base), reference=reference, out_dir=out, **common)
+    result = evaluate(
+        model_dir,
+        tokenizer,
+        prompts,
+        cfg.eval,
+        baseline=[s["response"] for s in base_eval["samples"]],
+        baseline_name=str(base),
+        reference=reference,
+        out_dir=out,
+        **common,
+    )
     _print_table(base_eval, result)
     if scorer is not None:
         print(f"plot: {plot_runs({'base': base_eval, 'aligned': result}, out / 'eval.png')}")
@@ -65,10 +75,14 @@ def _print_table(base_eval: dict, result: dict) -> None:
         print(f"{'model':<10}{source:>14}{'95% CI':>20}{'tokens':>10}")
         for name, r in (("base", base_eval), ("aligned", result)):
             g = r["reward"]
-            print(f"{name:<10}{g['mean']:>14.4f}{'[%.4f, %.4f]' % tuple(g['ci95']):>20}"
-                  f"{r['mean_response_tokens']:>10.1f}")
-        print(f"win rate vs base: {result['win_rate']['rate']:.3f} (ties count half)   "
-              f"KL(aligned || reference): {result['kl']['mean']:.3f} +- {result['kl']['stderr']:.3f}")
+            print(
+                f"{name:<10}{g['mean']:>14.4f}{'[{:.4f}, {:.4f}]'.format(*g['ci95']):>20}"
+                f"{r['mean_response_tokens']:>10.1f}"
+            )
+        print(
+            f"win rate vs base: {result['win_rate']['rate']:.3f} (ties count half)   "
+            f"KL(aligned || reference): {result['kl']['mean']:.3f} +- {result['kl']['stderr']:.3f}"
+        )
     else:
         print(f"{'model':<10}{'tokens':>10}{'eos rate':>10}")
         for name, r in (("base", base_eval), ("aligned", result)):

@@ -19,6 +19,7 @@
 - KL(policy || reference): one temperature-1 sample per prompt from the policy (whatever `eval_cfg.temperature`:
   the estimator needs the policy's own distribution), log-ratios through the fused op (una_hpc.trainer.eval_kl).
 """
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,9 @@ ModelLike = nn.Module | str | Path
 def load_model(model: ModelLike, device: str | torch.device | None = None) -> nn.Module:
     """A causal LM: the given module as it is, or loaded (fp32, eval mode) from an HF model dir onto `device`."""
     if isinstance(model, (str, Path)):
-        model = AutoModelForCausalLM.from_pretrained(str(local_dir(str(model), setting="eval model")),
-                                                     dtype=torch.float32).eval()
+        model = AutoModelForCausalLM.from_pretrained(
+            str(local_dir(str(model), setting="eval model")), dtype=torch.float32
+        ).eval()
         if device is not None:
             model = model.to(device)
     return model
@@ -64,8 +66,9 @@ def read_eval_prompts(path: str | Path) -> list[Prompt]:
     return prompts_of(table, "conversational", str(path))
 
 
-def fit_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt], max_tokens: int
-                ) -> tuple[list[Prompt], int]:
+def fit_prompts(
+    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt], max_tokens: int
+) -> tuple[list[Prompt], int]:
     """The prompts whose rendered ids fit `max_tokens` (data.max_prompt_length), and how many were dropped."""
     ids = encode_prompts(tokenizer, list(prompts))
     kept = [p for p, x in zip(prompts, ids) if len(x) <= max_tokens]
@@ -77,32 +80,44 @@ def _left_pad(seqs: Sequence[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     for i, s in enumerate(seqs):
-        ids[i, width - len(s):] = torch.tensor(s)
-        mask[i, width - len(s):] = 1
+        ids[i, width - len(s) :] = torch.tensor(s)
+        mask[i, width - len(s) :] = 1
     return ids, mask
 
 
 @torch.no_grad()
-def generate_ids(model: ModelLike, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt], *,
-                 max_new_tokens: int, temperature: float = 0.0, batch_size: int = 64,
-                 seed: int = 0) -> list[list[int]]:
+def generate_ids(
+    model: ModelLike,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[Prompt],
+    *,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> list[list[int]]:
     """Completion token ids per prompt, cut after the first EOS (which is kept). temperature 0 = greedy."""
     model = load_model(model)
     sample = temperature > 0
     gen_cfg = GenerationConfig(
-        max_new_tokens=max_new_tokens, do_sample=sample, temperature=temperature if sample else None,
-        top_k=0 if sample else None, top_p=1.0 if sample else None, pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
+        max_new_tokens=max_new_tokens,
+        do_sample=sample,
+        temperature=temperature if sample else None,
+        top_k=0 if sample else None,
+        top_p=1.0 if sample else None,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
     device = next(model.parameters()).device
     encoded = encode_prompts(tokenizer, list(prompts))
     out: list[list[int]] = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), eval_mode(model):
         torch.manual_seed(seed)  # the caller's RNG is untouched (fork_rng restores it)
         for start in range(0, len(encoded), batch_size):
-            ids, mask = _left_pad(encoded[start:start + batch_size], tokenizer.pad_token_id)
-            gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                 generation_config=gen_cfg)
-            for row in gen[:, ids.shape[1]:].tolist():
+            ids, mask = _left_pad(encoded[start : start + batch_size], tokenizer.pad_token_id)
+            gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=gen_cfg)
+            for row in gen[:, ids.shape[1] :].tolist():
                 cut = row.index(tokenizer.eos_token_id) + 1 if tokenizer.eos_token_id in row else len(row)
                 out.append(row[:cut])
     return out
@@ -112,22 +127,51 @@ def decode(tokenizer: PreTrainedTokenizerBase, completion_ids: Sequence[int]) ->
     return tokenizer.decode(list(completion_ids), skip_special_tokens=True).strip()
 
 
-def generate(model: ModelLike, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt], *,
-             max_new_tokens: int, temperature: float = 0.0, batch_size: int = 64, seed: int = 0) -> list[str]:
+def generate(
+    model: ModelLike,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[Prompt],
+    *,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> list[str]:
     """Response texts per prompt (see generate_ids)."""
-    ids = generate_ids(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
-                       batch_size=batch_size, seed=seed)
+    ids = generate_ids(
+        model,
+        tokenizer,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        batch_size=batch_size,
+        seed=seed,
+    )
     return [decode(tokenizer, x) for x in ids]
 
 
-def sampled_kl(policy: nn.Module, reference: Reference, tokenizer: PreTrainedTokenizerBase,
-               prompts: Sequence[Prompt], *, max_new_tokens: int, batch_size: int = 64,
-               seed: int = 0) -> dict[str, float]:
+def sampled_kl(
+    policy: nn.Module,
+    reference: Reference,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[Prompt],
+    *,
+    max_new_tokens: int,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> dict[str, float]:
     """KL(policy || reference) on one temperature-1 policy sample per prompt (una_hpc.trainer.eval_kl)."""
-    samples = generate_ids(policy, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=1.0,
-                           batch_size=batch_size, seed=seed)
-    return kl_of_samples(policy, reference, encode_prompts(tokenizer, list(prompts)), samples,
-                         pad_id=tokenizer.pad_token_id, batch_size=batch_size)
+    samples = generate_ids(
+        policy, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=1.0, batch_size=batch_size, seed=seed
+    )
+    return kl_of_samples(
+        policy,
+        reference,
+        encode_prompts(tokenizer, list(prompts)),
+        samples,
+        pad_id=tokenizer.pad_token_id,
+        batch_size=batch_size,
+    )
 
 
 def mean_ci95(values: Sequence[float]) -> dict[str, float | list[float]]:
@@ -147,8 +191,7 @@ def win_rate(scores: Sequence[float], baseline_scores: Sequence[float]) -> dict[
         raise ValueError("win rate needs two equally long, non-empty score lists")
     wins = sum(a > b for a, b in zip(scores, baseline_scores))
     ties = sum(a == b for a, b in zip(scores, baseline_scores))
-    return {"rate": (wins + 0.5 * ties) / len(scores), "wins": wins, "ties": ties,
-            "losses": len(scores) - wins - ties}
+    return {"rate": (wins + 0.5 * ties) / len(scores), "wins": wins, "ties": ties, "losses": len(scores) - wins - ties}
 
 
 # ------------------------------------------------------------------------------------------------ reward
@@ -172,8 +215,13 @@ class Scorer:
     """The reward model's path (for eval.json)."""
 
 
-def pick_scorer(prompts: Sequence[Prompt], reward_model: RewardModel | str | Path | None = None, *,
-                gold: GoldReward | None = None, device: str | torch.device = "cpu") -> Scorer | None:
+def pick_scorer(
+    prompts: Sequence[Prompt],
+    reward_model: RewardModel | str | Path | None = None,
+    *,
+    gold: GoldReward | None = None,
+    device: str | torch.device = "cpu",
+) -> Scorer | None:
     """The gold reward when it knows every prompt, else the reward model (a RewardModel or its dir), else None."""
     # Whether the hook knows the prompts does not depend on the responses: ask with empty ones.
     if gold is not None and prompts and gold(list(prompts), [""] * len(prompts)) is not None:
@@ -190,11 +238,21 @@ def pick_scorer(prompts: Sequence[Prompt], reward_model: RewardModel | str | Pat
 
 
 # ------------------------------------------------------------------------------------------------ evaluate
-def evaluate(model_dir_or_model: ModelLike, tokenizer: PreTrainedTokenizerBase | None, prompts: Sequence[Prompt],
-             eval_cfg: EvalConfig, *, baseline: ModelLike | list[str] | None = None,
-             reference: ModelLike | Reference | None = None, reward_model: RewardModel | str | Path | None = None,
-             out_dir: str | Path | None = None, seed: int = 0, batch_size: int = 64,
-             baseline_name: str | None = None, device: str | torch.device | None = None) -> dict:
+def evaluate(
+    model_dir_or_model: ModelLike,
+    tokenizer: PreTrainedTokenizerBase | None,
+    prompts: Sequence[Prompt],
+    eval_cfg: EvalConfig,
+    *,
+    baseline: ModelLike | list[str] | None = None,
+    reference: ModelLike | Reference | None = None,
+    reward_model: RewardModel | str | Path | None = None,
+    out_dir: str | Path | None = None,
+    seed: int = 0,
+    batch_size: int = 64,
+    baseline_name: str | None = None,
+    device: str | torch.device | None = None,
+) -> dict:
     """Evaluate a policy on held-out prompts; writes `eval.json` into `out_dir` (default: the model dir when a
     dir was given; nothing is written for an in-memory model without `out_dir`). Returns the same dict.
 
@@ -215,13 +273,17 @@ def evaluate(model_dir_or_model: ModelLike, tokenizer: PreTrainedTokenizerBase |
     policy = load_model(model_dir_or_model, device)
     device = device or next(policy.parameters()).device  # what is loaded from a dir joins the policy
     scorer = pick_scorer(prompts, reward_model, gold=gold_function(eval_cfg), device=device)
-    gen = dict(max_new_tokens=eval_cfg.max_new_tokens, temperature=eval_cfg.temperature, batch_size=batch_size,
-               seed=seed)
+    gen = dict(
+        max_new_tokens=eval_cfg.max_new_tokens, temperature=eval_cfg.temperature, batch_size=batch_size, seed=seed
+    )
     ids = generate_ids(policy, tokenizer, prompts, **gen)
     responses = [decode(tokenizer, x) for x in ids]
     result: dict = {
-        "num_prompts": len(prompts), "max_new_tokens": eval_cfg.max_new_tokens,
-        "temperature": eval_cfg.temperature, "seed": seed, "reward_source": scorer.source if scorer else None,
+        "num_prompts": len(prompts),
+        "max_new_tokens": eval_cfg.max_new_tokens,
+        "temperature": eval_cfg.temperature,
+        "seed": seed,
+        "reward_source": scorer.source if scorer else None,
         "mean_response_tokens": sum(len(x) for x in ids) / len(ids),
         "eos_rate": sum(bool(x) and x[-1] == tokenizer.eos_token_id for x in ids) / len(ids),
     }
@@ -240,15 +302,19 @@ def evaluate(model_dir_or_model: ModelLike, tokenizer: PreTrainedTokenizerBase |
             base_responses = generate(load_model(baseline, device), tokenizer, prompts, **gen)
         base_scores = scorer.score(prompts, base_responses)
         result["win_rate"] = win_rate(scores, base_scores)
-        result["win_rate"]["baseline"] = baseline_name or (str(baseline) if isinstance(baseline, (str, Path))
-                                                           else "given")
+        result["win_rate"]["baseline"] = baseline_name or (
+            str(baseline) if isinstance(baseline, (str, Path)) else "given"
+        )
         result["win_rate"]["baseline_reward"] = mean_ci95(base_scores)
     if reference is not None:
         ref = load_model(reference, device) if isinstance(reference, (str, Path)) else reference
-        result["kl"] = sampled_kl(policy, ref, tokenizer, prompts, max_new_tokens=eval_cfg.max_new_tokens,
-                                  batch_size=batch_size, seed=seed)
-    result["samples"] = [{"prompt": p, "response": r, **({"score": scores[i]} if scores is not None else {})}
-                         for i, (p, r) in enumerate(zip(prompts, responses))]
+        result["kl"] = sampled_kl(
+            policy, ref, tokenizer, prompts, max_new_tokens=eval_cfg.max_new_tokens, batch_size=batch_size, seed=seed
+        )
+    result["samples"] = [
+        {"prompt": p, "response": r, **({"score": scores[i]} if scores is not None else {})}
+        for i, (p, r) in enumerate(zip(prompts, responses))
+    ]
     if out_dir is None and isinstance(model_dir_or_model, (str, Path)):
         out_dir = model_dir_or_model
     if out_dir is not None:

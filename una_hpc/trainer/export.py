@@ -1,4 +1,5 @@
 """Export the trained policy as a plain HF model dir (LoRA merged) that transformers and vLLM load."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -7,6 +7,7 @@ model.path and data.path are used as given; the entry points fill them for the e
 The feedback view the data is converted to is the loss head's (`resolve_view`). Invalid data raises DataError
 carrying every problem line, before the output dir, a checkpoint or a reference-logp cache exists.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,11 +34,15 @@ def resolve_inputs(cfg: Config, *, need_data: bool = True) -> RunInputs:
     """The run's model dir and data; `need_data=False` (eval) skips data.path and its check."""
     model, data, fmt, eval_path = cfg.model.path, cfg.data.path, cfg.data.format, cfg.data.eval_path
     if not model:
-        raise ConfigError("model.path is empty: give an HF model dir or Hub id, or call "
-                          "una_hpc.task.defaults.fill_defaults(cfg) first (as `una-hpc` does) for the embedded task")
+        raise ConfigError(
+            "model.path is empty: give an HF model dir or Hub id, or call "
+            "una_hpc.task.defaults.fill_defaults(cfg) first (as `una-hpc` does) for the embedded task"
+        )
     if not data and need_data:  # never the embedded toy task for a model the user named
-        raise ConfigError(f"model.path={model} is set but data.path is empty: give your dataset with data.path "
-                          "(the embedded default task is only for the embedded default model)")
+        raise ConfigError(
+            f"model.path={model} is set but data.path is empty: give your dataset with data.path "
+            "(the embedded default task is only for the embedded default model)"
+        )
     model = local_dir(model, setting="model.path")
     if not (model / "config.json").is_file():
         raise ConfigError(f"model.path {model}: not an HF model directory (no config.json)")
@@ -45,8 +50,7 @@ def resolve_inputs(cfg: Config, *, need_data: bool = True) -> RunInputs:
         data = local_dir(data, setting="data.path", repo_type="dataset")
         if not data.exists():
             raise ConfigError(f"data.path {data}: no such file or directory")
-    return RunInputs(Path(model), Path(data) if data else None, fmt,
-                     Path(eval_path) if eval_path else None)
+    return RunInputs(Path(model), Path(data) if data else None, fmt, Path(eval_path) if eval_path else None)
 
 
 def resolve_view(view: str, loss_name: str) -> str:
@@ -67,15 +71,27 @@ def load_training_data(cfg: Config, inputs: RunInputs, tokenizer) -> list[Tokeni
     """Load, validate (all problems at once), convert to the loss's feedback view, tokenize."""
     source = str(inputs.data_path)
     table = load_table(inputs.data_path, split=cfg.data.split)
-    problems = validate(table, inputs.data_format, source, tokenizer=tokenizer,
-                        max_prompt_length=cfg.data.max_prompt_length, truncation=cfg.data.truncation,
-                        max_length=cfg.trainer.max_length, attribute_weights=cfg.data.attribute_weights)
+    problems = validate(
+        table,
+        inputs.data_format,
+        source,
+        tokenizer=tokenizer,
+        max_prompt_length=cfg.data.max_prompt_length,
+        truncation=cfg.data.truncation,
+        max_length=cfg.trainer.max_length,
+        attribute_weights=cfg.data.attribute_weights,
+    )
     if problems:
         raise DataError(problems)
     view = resolve_view(cfg.data.view, cfg.loss.name)
     examples = to_examples(table, inputs.data_format, view, cfg.data, source)
     if not examples:
         raise DataError.one(source, f"no training example of the '{view}' view could be derived")
-    return tokenize_examples(examples, tokenizer, max_length=cfg.trainer.max_length,
-                             max_prompt_length=cfg.data.max_prompt_length, truncation=cfg.data.truncation,
-                             source=source)
+    return tokenize_examples(
+        examples,
+        tokenizer,
+        max_length=cfg.trainer.max_length,
+        max_prompt_length=cfg.data.max_prompt_length,
+        truncation=cfg.data.truncation,
+        source=source,
+    )

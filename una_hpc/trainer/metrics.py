@@ -3,6 +3,7 @@
 The progress bar shows tokens/s, ETA, loss and implicit reward; metrics.jsonl rows carry at least step, loss and
 tokens_per_s (the command-line contract), plus lr, per-type losses, reward statistics and grad norm.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,16 @@ from tqdm import tqdm
 
 
 class MetricsLogger:
-    def __init__(self, output_dir: str | Path, total_steps: int, start_step: int = 0, *, enabled: bool = True,
-                 progress: bool = True, tensorboard: bool = True):
+    def __init__(
+        self,
+        output_dir: str | Path,
+        total_steps: int,
+        start_step: int = 0,
+        *,
+        enabled: bool = True,
+        progress: bool = True,
+        tensorboard: bool = True,
+    ):
         self.enabled = enabled
         self.path = Path(output_dir) / "metrics.jsonl"
         self._tb = None
@@ -30,12 +39,12 @@ class MetricsLogger:
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
+
                 self._tb = SummaryWriter(str(Path(output_dir) / "tensorboard"))
             except ImportError:  # tensorboard is optional
                 self._tb = None
         if progress:
-            self._bar = tqdm(total=total_steps, initial=start_step, desc="train", dynamic_ncols=True,
-                             smoothing=0.1)
+            self._bar = tqdm(total=total_steps, initial=start_step, desc="train", dynamic_ncols=True, smoothing=0.1)
 
     def _truncate_after(self, step: int) -> None:
         """On resume, drop rows logged after the checkpoint (the resumed run logs them again)."""

@@ -8,6 +8,7 @@ Order of work: resolve model and data -> validate all data and eval.every's prom
 steps (every eval.every steps, an evaluation of the live policy joins the step's metrics row; see eval_live) ->
 final export.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -39,8 +40,9 @@ def train(cfg: Config) -> Path:
     use_cache = cfg.data.ref_cache and not head.kl_sequences
     pair = run.load_policy(need_ref=not use_cache)
     pad_id = run.tokenizer.pad_token_id
-    ref_cache = (reference_logps(pair, data, cfg, run.inputs.model_path, run.dist, run.device, pad_id)
-                 if use_cache else None)
+    ref_cache = (
+        reference_logps(pair, data, cfg, run.inputs.model_path, run.dist, run.device, pad_id) if use_cache else None
+    )
     start = run.start()
     engine = run.engine
 
@@ -48,10 +50,16 @@ def train(cfg: Config) -> Path:
     for step in range(start, cfg.trainer.max_steps):
         global_batch = sampler.global_batch(step)
         batches = []
-        for mb in micro_batches(shard_for_rank(global_batch, engine.dp_rank, engine.dp_world_size),
-                                cfg.trainer.micro_batch_size):
-            batch = collate([data[i] for i in mb], pad_id, row_length=cfg.trainer.max_length,
-                            kto_kl=head.kl_sequences, max_length=cfg.trainer.max_length)
+        for mb in micro_batches(
+            shard_for_rank(global_batch, engine.dp_rank, engine.dp_world_size), cfg.trainer.micro_batch_size
+        ):
+            batch = collate(
+                [data[i] for i in mb],
+                pad_id,
+                row_length=cfg.trainer.max_length,
+                kto_kl=head.kl_sequences,
+                max_length=cfg.trainer.max_length,
+            )
             if ref_cache is not None:
                 batch.ref_logps = ref_cache.for_batch(batch)
             batches.append(batch.to(run.device))

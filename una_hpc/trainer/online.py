@@ -7,6 +7,7 @@ No value model, no GAE: each sampled response is one `score` example regressed w
 (`train_step`, the same kernel pass for policy and reference), so checkpoints, resume, metrics and DeepSpeed are the
 offline loop's. After every optimizer step the policy's weights (LoRA merged on the fly) are pushed into the engine.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,8 +29,10 @@ def train(cfg: Config) -> Path:
     def update(step, mine, rollouts, rm_logits) -> dict:
         targets = normalize_rewards(rm_logits, cfg.loss.reward_normalize)
         examples = rollouts_to_examples(rollouts, targets)
-        batches = [collate([examples[i] for i in mb], pad_id, row_length=cfg.trainer.max_length).to(run.device)
-                   for mb in micro_batches(list(range(len(examples))), cfg.trainer.micro_batch_size)]
+        batches = [
+            collate([examples[i] for i in mb], pad_id, row_length=cfg.trainer.max_length).to(run.device)
+            for mb in micro_batches(list(range(len(examples))), cfg.trainer.micro_batch_size)
+        ]
         row = train_step(engine, run.pair, head, batches, engine.sum_over_dp({"score": len(examples)}), cfg)
         return {**row, "rm_reward": rm_logits.mean().item(), "target_mean": targets.mean().item()}
 

@@ -7,6 +7,7 @@ the metrics logger and progress bar — so UNA-vs-PPO comparisons differ only in
 comes from rollout.reward_model as given (the entry points fill in the embedded task's) or from a batched function,
 rollout.reward_fn=module:function; the exact gold reward logged beside it comes from the eval.gold_reward hook.
 """
+
 from __future__ import annotations
 
 import time
@@ -49,24 +50,32 @@ def load_prompt_set(cfg: Config, data_path: Path, data_format: str, tokenizer) -
     limit = min(cfg.data.max_prompt_length, cfg.trainer.max_length - cfg.rollout.max_new_tokens)
     keep = [i for i, x in enumerate(ids) if len(x) <= limit]
     if not keep:
-        raise ValueError(f"{source}: no prompt fits {limit} tokens (data.max_prompt_length, trainer.max_length "
-                         f"- rollout.max_new_tokens)")
+        raise ValueError(
+            f"{source}: no prompt fits {limit} tokens (data.max_prompt_length, trainer.max_length "
+            f"- rollout.max_new_tokens)"
+        )
     return PromptSet([prompts[i] for i in keep], [ids[i] for i in keep], len(ids) - len(keep))
 
 
 def check_online_config(cfg: Config, dp_world_size: int) -> None:
     """One-line ConfigErrors for online settings this harness cannot run correctly."""
     if not (cfg.rollout.reward_model or cfg.rollout.reward_fn):  # the entry points fill it for the embedded task
-        raise ConfigError("rollout.reward_model and rollout.reward_fn are empty but model.path is set: the embedded "
-                          "reward model is trained for the embedded task only; pass your own with "
-                          "rollout.reward_model (e.g. one trained by `una-hpc train-rm`) or a function with "
-                          "rollout.reward_fn=module:function")
+        raise ConfigError(
+            "rollout.reward_model and rollout.reward_fn are empty but model.path is set: the embedded "
+            "reward model is trained for the embedded task only; pass your own with "
+            "rollout.reward_model (e.g. one trained by `una-hpc train-rm`) or a function with "
+            "rollout.reward_fn=module:function"
+        )
     if cfg.parallel.zero_stage == 3 or cfg.parallel.tp_size > 1:
-        raise ConfigError("online runs sync unpartitioned weights into the rollout engine: use parallel.zero_stage "
-                          "<= 2 and parallel.tp_size=1")
+        raise ConfigError(
+            "online runs sync unpartitioned weights into the rollout engine: use parallel.zero_stage "
+            "<= 2 and parallel.tp_size=1"
+        )
     if cfg.rollout.prompts_per_step % dp_world_size:
-        raise ConfigError(f"rollout.prompts_per_step={cfg.rollout.prompts_per_step} must be a multiple of the "
-                          f"{dp_world_size} data-parallel ranks")
+        raise ConfigError(
+            f"rollout.prompts_per_step={cfg.rollout.prompts_per_step} must be a multiple of the "
+            f"{dp_world_size} data-parallel ranks"
+        )
 
 
 def sampling_for_step(cfg: Config, step: int, rank: int) -> SamplingSettings:
@@ -111,8 +120,10 @@ def gold_rewards(gold, prompts: list, rollouts: list[Rollout], tokenizer) -> lis
 
 def rollouts_to_examples(rollouts: list[Rollout], targets: torch.Tensor) -> list[TokenizedExample]:
     """Each sampled response becomes one `score` example (prompt ids, completion ids, target)."""
-    return [TokenizedExample(example_id=k, feedback="score", sequences=[(r.prompt_ids, r.completion_ids)],
-                             target=float(t)) for k, (r, t) in enumerate(zip(rollouts, targets.tolist()))]
+    return [
+        TokenizedExample(example_id=k, feedback="score", sequences=[(r.prompt_ids, r.completion_ids)], target=float(t))
+        for k, (r, t) in enumerate(zip(rollouts, targets.tolist()))
+    ]
 
 
 @dataclass
@@ -142,16 +153,18 @@ class OnlineHarness:
         if cfg.rollout.reward_fn:
             rm = RewardFunction.load(cfg.rollout.reward_fn)
         else:
-            rm = RewardModel.from_pretrained(cfg.rollout.reward_model, device=run.device,
-                                             max_length=cfg.trainer.max_length)
+            rm = RewardModel.from_pretrained(
+                cfg.rollout.reward_model, device=run.device, max_length=cfg.trainer.max_length
+            )
         return cls(run, prompts, rm, load_function(cfg.eval.gold_reward, setting="eval.gold_reward"))
 
     def start(self, engine=None) -> int:
         """Resume (if asked), then start the rollout engine on the resumed weights."""
         start = self.run.start(engine)
         self.rollout = make_engine(self.run.cfg, self.run.engine.module, self.run.inputs.model_path)
-        self.sampler = StepSampler(len(self.prompts.ids), self.run.cfg.rollout.prompts_per_step,
-                                   self.run.cfg.trainer.seed)
+        self.sampler = StepSampler(
+            len(self.prompts.ids), self.run.cfg.rollout.prompts_per_step, self.run.cfg.trainer.seed
+        )
         return start
 
     def sample(self, step: int, timer: PhaseTimer) -> tuple[list[int], list[Rollout], torch.Tensor]:
@@ -159,11 +172,15 @@ class OnlineHarness:
         cfg, engine = self.run.cfg, self.run.engine
         mine = shard_for_rank(self.sampler.global_batch(step), engine.dp_rank, engine.dp_world_size)
         with timer.phase("generate"):
-            rollouts = self.rollout.generate([self.prompts.ids[i] for i in mine], cfg.rollout.samples_per_prompt,
-                                             sampling_for_step(cfg, step, engine.dp_rank))
+            rollouts = self.rollout.generate(
+                [self.prompts.ids[i] for i in mine],
+                cfg.rollout.samples_per_prompt,
+                sampling_for_step(cfg, step, engine.dp_rank),
+            )
         with timer.phase("score"):  # rollout.prompt_index indexes `mine`; an RM with another tokenizer needs texts
-            logits = self.rm.score_rollouts(rollouts, [self.prompts.texts[i] for i in mine],
-                                            self.run.tokenizer).to(self.run.device)
+            logits = self.rm.score_rollouts(rollouts, [self.prompts.texts[i] for i in mine], self.run.tokenizer).to(
+                self.run.device
+            )
         return mine, rollouts, logits
 
     def finish_step(self, step: int, row: dict, mine: list[int], rollouts: list[Rollout], timer: PhaseTimer) -> None:
@@ -171,8 +188,11 @@ class OnlineHarness:
         engine = self.run.engine
         with timer.phase("sync"):
             self.rollout.sync_weights(policy_weights_for_sync(engine.module))
-        row.update(response_tokens=sum(len(r.completion_ids) for r in rollouts) / len(rollouts), **timer.row(),
-                   peak_memory_mb=peak_memory_mb(self.run.device))
+        row.update(
+            response_tokens=sum(len(r.completion_ids) for r in rollouts) / len(rollouts),
+            **timer.row(),
+            peak_memory_mb=peak_memory_mb(self.run.device),
+        )
         gold = gold_rewards(self.gold, [self.prompts.texts[i] for i in mine], rollouts, self.run.tokenizer)
         if gold is not None:
             row["gold_reward"] = sum(gold) / len(gold)

@@ -7,6 +7,7 @@
 
 matplotlib with the Agg backend (no display needed).
 """
+
 from __future__ import annotations
 
 import json
@@ -84,8 +85,11 @@ def plot_metrics(metrics_jsonl: str | Path, out_png: str | Path, keys: Sequence[
     if not rows:
         raise ValueError(f"{metrics_jsonl}: no metrics rows")
     if keys is None:  # keys of every row: eval_* keys appear only on eval.every steps
-        numeric = list(dict.fromkeys(k for r in rows for k, v in r.items()
-                                     if isinstance(v, (int, float)) and k != "step" and "_ci_" not in k))
+        numeric = list(
+            dict.fromkeys(
+                k for r in rows for k, v in r.items() if isinstance(v, (int, float)) and k != "step" and "_ci_" not in k
+            )
+        )
         keys = [k for k in numeric if k in ("loss", "eval_kl") or "reward" in k or "score" in k] or numeric[:1]
     fig, axes = plt.subplots(len(keys), 1, figsize=(6, 2.2 * len(keys)), sharex=True, squeeze=False)
     for ax, key in zip(axes[:, 0], keys):
@@ -94,7 +98,9 @@ def plot_metrics(metrics_jsonl: str | Path, out_png: str | Path, keys: Sequence[
         window = max(1, len(ys) // 20)
         ax.plot(xs, ys, lw=0.8, alpha=0.4 if window > 1 else 1.0, color="#4c72b0")
         if window > 1:  # trailing moving average over ~5% of the run
-            smooth = [sum(ys[max(0, i - window + 1):i + 1]) / (i + 1 - max(0, i - window + 1)) for i in range(len(ys))]
+            smooth = [
+                sum(ys[max(0, i - window + 1) : i + 1]) / (i + 1 - max(0, i - window + 1)) for i in range(len(ys))
+            ]
             ax.plot(xs, smooth, lw=1.6, color="#4c72b0", label=f"mean of {window}")
             ax.legend(fontsize=7, loc="best")
         ax.set_ylabel(key)

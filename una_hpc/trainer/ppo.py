@@ -6,6 +6,7 @@ Per rollout batch: old / reference per-token logps (one fused-kernel pass) and c
 -> GAE -> `ppo.epochs` optimizer steps of clipped surrogate (policy) + clipped value loss (critic). The critic is a
 second model with the policy's architecture and its own engine: the memory and time PPO pays over online UNA.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -63,12 +64,14 @@ def train(cfg: Config) -> Path:
                 batch, m = full.select_rows(c), mask[c]
                 # Two models, two disjoint graphs: each engine back-propagates its own loss.
                 logp, _ = token_logps(engine, pair, batch)
-                pg, pg_stats = ppo_policy_loss(logp, old_logp[c], targets.advantages[c], m, loss_fn.clip_range,
-                                               token_count)
+                pg, pg_stats = ppo_policy_loss(
+                    logp, old_logp[c], targets.advantages[c], m, loss_fn.clip_range, token_count
+                )
                 engine.backward(pg)
                 values = _critic_values(critic_engine, batch)
-                vf, vf_stats = ppo_value_loss(values, old_values[c], targets.returns[c], m,
-                                              loss_fn.clip_range_value, token_count)
+                vf, vf_stats = ppo_value_loss(
+                    values, old_values[c], targets.returns[c], m, loss_fn.clip_range_value, token_count
+                )
                 critic_engine.backward(loss_fn.vf_coef * vf)
                 # Losses are sums over micro-batches (global token normalizer); ratios are per-batch means.
                 for k, v in {"policy_loss": pg, "value_loss": vf}.items():
@@ -77,8 +80,13 @@ def train(cfg: Config) -> Path:
                     stats[k] = stats.get(k, 0.0) + float(v.mean()) / (len(chunks) * cfg.ppo.epochs)
             step_info = engine.step()
             critic_engine.step()
-        return {"loss": stats["policy_loss"] + loss_fn.vf_coef * stats["value_loss"], **stats, **step_info,
-                "rm_reward": scores.mean().item(), "kl": (targets.kl * mask).sum(-1).mean().item(),
-                "tokens": full.num_tokens * cfg.ppo.epochs}
+        return {
+            "loss": stats["policy_loss"] + loss_fn.vf_coef * stats["value_loss"],
+            **stats,
+            **step_info,
+            "rm_reward": scores.mean().item(),
+            "kl": (targets.kl * mask).sum(-1).mean().item(),
+            "tokens": full.num_tokens * cfg.ppo.epochs,
+        }
 
     return harness.train(update)

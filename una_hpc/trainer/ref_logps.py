@@ -5,6 +5,7 @@ of the model is held at all: the table is computed from the policy's initial wei
 before a resume loads a checkpoint (the reference *is* the initial policy), or from model.ref_path when set; with
 LoRA from the adapter-disabled model (the fingerprint skips the adapter, so a resume hits the same key).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -29,16 +30,26 @@ def _compute(model, attn_impl: str, data, pad_id: int, cfg: Config, device, chun
     model.eval()
     values: dict[int, Tensor] = {}
     # The same compute dtype as training, so that policy == reference gives r = 0 at step 0 under bf16 too.
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.trainer.dtype == "bfloat16"
-                else contextlib.nullcontext())
+    autocast = (
+        torch.autocast(device.type, dtype=torch.bfloat16)
+        if cfg.trainer.dtype == "bfloat16"
+        else contextlib.nullcontext()
+    )
     for idx in micro_batches(list(range(len(data))), chunk):
         batch = collate([data[i] for i in idx], pad_id, row_length=cfg.trainer.max_length).to(device)
         with autocast:
             hidden = decoder_hidden(model, batch, attn_impl)
         head = output_head(model)
-        logps, _ = seq_logps(hidden, head.weight.to(hidden.dtype), batch.labels.reshape(-1),
-                             batch.seq_index.reshape(-1), batch.num_seqs, bias=_cast(head.bias, hidden.dtype),
-                             scale=head.scale, softcap=head.softcap)
+        logps, _ = seq_logps(
+            hidden,
+            head.weight.to(hidden.dtype),
+            batch.labels.reshape(-1),
+            batch.seq_index.reshape(-1),
+            batch.num_seqs,
+            bias=_cast(head.bias, hidden.dtype),
+            scale=head.scale,
+            softcap=head.softcap,
+        )
         values.update(split_by_example(batch, logps))
     model.train(was_training)
     return values
@@ -56,21 +67,23 @@ def _gather(part: dict[int, Tensor], world_size: int) -> dict[int, Tensor]:
     return {k: v for p in parts for k, v in p.items()}
 
 
-def reference_logps(pair: PolicyPair, data, cfg: Config, model_path: Path, dist, device,
-                    pad_id: int) -> RefLogpCache:
+def reference_logps(pair: PolicyPair, data, cfg: Config, model_path: Path, dist, device, pad_id: int) -> RefLogpCache:
     """Every rank computes its shard of the table; every rank returns the whole, loaded cache."""
     ref_model = load_causal_lm(cfg.model.ref_path, pair.attn_impl).to(device) if cfg.model.ref_path else None
     if ref_model is not None:
         verify_output_head(ref_model)
     fingerprint = model_fingerprint(ref_model if ref_model is not None else pair.policy, skip=("lora_",))
-    cache = RefLogpCache(Path(cfg.data.cache_dir) / "ref_logps", dataset_fingerprint(data), fingerprint,
-                         extra=f"{cfg.model.ref_path or model_path}|{cfg.trainer.max_length}|{cfg.trainer.dtype}|"
-                               f"{pair.attn_impl}")
+    cache = RefLogpCache(
+        Path(cfg.data.cache_dir) / "ref_logps",
+        dataset_fingerprint(data),
+        fingerprint,
+        extra=f"{cfg.model.ref_path or model_path}|{cfg.trainer.max_length}|{cfg.trainer.dtype}|{pair.attn_impl}",
+    )
     if cache.load() is not None:
         if dist.rank == 0:
             print(f"reference logps: cache hit {cache.path}")
         return cache
-    mine = data[dist.rank::dist.world_size]
+    mine = data[dist.rank :: dist.world_size]
     if ref_model is not None:
         scope = contextlib.nullcontext(ref_model)
     else:  # LoRA: adapter off; full fine-tuning: the untouched initial policy

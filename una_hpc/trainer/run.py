@@ -1,13 +1,14 @@
 """A training run's scaffolding, shared by the offline, online UNA and PPO loops.
 
-    run = open_run(cfg)                         # process group, device, model/data paths, tokenizer
-    ...validate data / load prompts...          # before anything is written
-    run.load_policy(need_ref=...)               # policy (+ reference unless cached / LoRA)
-    run.start(engine=build_engine(...))         # resume, output dir, config copy, metrics logger
-    for step in range(run.start_step, cfg.trainer.max_steps):
-        ...; run.log(step + 1, row, tokens); run.maybe_save(step + 1)
-    run.finish()                                # last checkpoint + final HF export
+run = open_run(cfg)                         # process group, device, model/data paths, tokenizer
+...validate data / load prompts...          # before anything is written
+run.load_policy(need_ref=...)               # policy (+ reference unless cached / LoRA)
+run.start(engine=build_engine(...))         # resume, output dir, config copy, metrics logger
+for step in range(run.start_step, cfg.trainer.max_steps):
+    ...; run.log(step + 1, row, tokens); run.maybe_save(step + 1)
+run.finish()                                # last checkpoint + final HF export
 """
+
 from __future__ import annotations
 
 import shutil
@@ -73,8 +74,14 @@ class Run:
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.out / "config.yaml")
         self._saved_at = self.start_step
-        self.logger = MetricsLogger(self.out, self.cfg.trainer.max_steps, self.start_step, enabled=self.is_main,
-                                    progress=self.cfg.trainer.progress, tensorboard=self.cfg.trainer.tensorboard)
+        self.logger = MetricsLogger(
+            self.out,
+            self.cfg.trainer.max_steps,
+            self.start_step,
+            enabled=self.is_main,
+            progress=self.cfg.trainer.progress,
+            tensorboard=self.cfg.trainer.tensorboard,
+        )
         return self.start_step
 
     def export(self, directory: Path) -> None:
@@ -82,8 +89,9 @@ class Run:
 
     def save(self, step: int) -> None:
         state = {"step": step, "examples_seen": step * self.cfg.trainer.batch_size, "extra": self.extra_state}
-        save_checkpoint(self.engine, self.out, step, state, self.export, self.cfg.trainer.keep_checkpoints,
-                        self.extra_engines)
+        save_checkpoint(
+            self.engine, self.out, step, state, self.export, self.cfg.trainer.keep_checkpoints, self.extra_engines
+        )
         self._saved_at = step
 
     def log(self, step: int, row: dict, tokens: int) -> None:
@@ -120,8 +128,10 @@ def check_output_dir(cfg: Config) -> None:
     found = earlier_run_files(out)
     if found:
         names = ", ".join(p.name for p in found)
-        raise ConfigError(f"trainer.output_dir {out} holds an earlier run ({names}): pass trainer.resume=true to "
-                          "continue it, choose another trainer.output_dir, or trainer.overwrite=true to replace it")
+        raise ConfigError(
+            f"trainer.output_dir {out} holds an earlier run ({names}): pass trainer.resume=true to "
+            "continue it, choose another trainer.output_dir, or trainer.overwrite=true to replace it"
+        )
 
 
 def open_run(cfg: Config) -> Run:

@@ -4,6 +4,7 @@ The example stream is the concatenation of per-epoch permutations, each seeded b
 positions [k*B, (k+1)*B). Because the order is a pure function of the step, a run killed after step k and resumed
 neither repeats nor skips an example, and every data-parallel rank derives the same global batch without talking.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ class StepSampler:
         while len(out) < self.batch_size:
             epoch, offset = divmod(start + len(out), self.num_examples)
             order = self._epoch_order(epoch)
-            out.extend(order[offset: offset + self.batch_size - len(out)])
+            out.extend(order[offset : offset + self.batch_size - len(out)])
         return out
 
     def epoch_of(self, step: int) -> float:
@@ -48,4 +49,4 @@ def shard_for_rank(indices: list[int], rank: int, world_size: int) -> list[int]:
 
 def micro_batches(indices: list[int], micro_batch_size: int) -> list[list[int]]:
     size = micro_batch_size if micro_batch_size > 0 else max(len(indices), 1)
-    return [indices[i: i + size] for i in range(0, len(indices), size)]
+    return [indices[i : i + size] for i in range(0, len(indices), size)]

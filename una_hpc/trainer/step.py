@@ -7,6 +7,7 @@
 Gradient accumulation uses a global normalizer: each micro-batch's loss sum is divided by the example counts of the
 whole optimizer step (over all data-parallel ranks), so any micro-batch split gives the same loss and gradients.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -29,8 +30,9 @@ def policy_hidden(engine, pair: PolicyPair, batch: PackedBatch) -> Tensor:
         return engine.hidden_states(**kwargs)
 
 
-def kernel_logps(engine, pair: PolicyPair, batch: PackedBatch, seq_index: Tensor, num_seqs: int,
-                 with_ref: bool) -> tuple[Tensor, Tensor | None]:
+def kernel_logps(
+    engine, pair: PolicyPair, batch: PackedBatch, seq_index: Tensor, num_seqs: int, with_ref: bool
+) -> tuple[Tensor, Tensor | None]:
     """Policy logps summed by `seq_index` (grad), plus the reference's from the kernel's same pass when asked.
 
     The logits transform (bias, scale, softcap) is the model's own, read by `engine.output_head()`."""
@@ -45,21 +47,29 @@ def kernel_logps(engine, pair: PolicyPair, batch: PackedBatch, seq_index: Tensor
         if ref_head.weight is not weight:
             ref_weight = ref_head.weight.to(weight.dtype)
             ref_bias = ref_head.bias
-    return engine.seq_logps(hidden.to(weight.dtype), batch.labels.reshape(-1), seq_index.reshape(-1), num_seqs,
-                            ref_hidden=ref_hidden, ref_weight=ref_weight, ref_bias=ref_bias)
+    return engine.seq_logps(
+        hidden.to(weight.dtype),
+        batch.labels.reshape(-1),
+        seq_index.reshape(-1),
+        num_seqs,
+        ref_hidden=ref_hidden,
+        ref_weight=ref_weight,
+        ref_bias=ref_bias,
+    )
 
 
-def logps_and_loss(engine, pair: PolicyPair, head: LossHead, batch: PackedBatch, global_counts: dict[str, int],
-                   cfg: Config) -> tuple[Tensor, HeadOutput]:
+def logps_and_loss(
+    engine, pair: PolicyPair, head: LossHead, batch: PackedBatch, global_counts: dict[str, int], cfg: Config
+) -> tuple[Tensor, HeadOutput]:
     """Policy logps (reference from the cache or the kernel's same pass) -> the head's globally normalized loss."""
-    logps, ref = kernel_logps(engine, pair, batch, batch.seq_index, batch.num_seqs,
-                              with_ref=batch.ref_logps is None)
+    logps, ref = kernel_logps(engine, pair, batch, batch.seq_index, batch.num_seqs, with_ref=batch.ref_logps is None)
     out = head(logps, batch.ref_logps if ref is None else ref, batch.targets, cfg.loss)
     return head.loss(out, global_counts, cfg.loss), out
 
 
-def token_logps(engine, pair: PolicyPair, batch: PackedBatch, *, with_ref: bool = False
-                ) -> tuple[Tensor, Tensor | None]:
+def token_logps(
+    engine, pair: PolicyPair, batch: PackedBatch, *, with_ref: bool = False
+) -> tuple[Tensor, Tensor | None]:
     """Per-token logps [R, L] (0 off the label mask) from the same fused kernel: every labelled token is its own
     "sequence", so PPO's token-level ratios never materialize [T, V] logits either."""
     token_index = torch.arange(batch.labels.numel(), device=batch.labels.device)
@@ -91,8 +101,9 @@ class StepStats:
         return row
 
 
-def train_step(engine, pair: PolicyPair, head: LossHead, batches: list[PackedBatch], global_counts: dict[str, int],
-               cfg: Config) -> dict:
+def train_step(
+    engine, pair: PolicyPair, head: LossHead, batches: list[PackedBatch], global_counts: dict[str, int], cfg: Config
+) -> dict:
     """Forward + backward on every micro-batch, then one optimizer step. Returns the step's metrics row."""
     stats = StepStats()
     for batch in batches:
@@ -115,5 +126,10 @@ def reduce_row(row: dict, engine) -> dict:
         return row
     summed = engine.sum_over_dp({k: float(v) for k, v in row.items() if isinstance(v, (int, float))})
     already_global = {"grad_norm", "lr"}
-    return {**row, **{k: v if k in ("loss", "tokens") else row[k] if k in already_global else v / engine.dp_world_size
-                      for k, v in summed.items()}}
+    return {
+        **row,
+        **{
+            k: v if k in ("loss", "tokens") else row[k] if k in already_global else v / engine.dp_world_size
+            for k, v in summed.items()
+        },
+    }
