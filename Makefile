@@ -10,7 +10,7 @@ TORCH   ?= torch==2.13.0
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
 VLLM    := $(if $(HAS_GPU),rollout,rollout-cpu)
 
-.PHONY: venv test test-fast demo bench clean
+.PHONY: venv test test-fast demo demo-real bench clean
 
 venv: $(STAMP)
 
@@ -39,6 +39,10 @@ test-fast: venv
 
 demo: venv
 	$(VENV)/bin/una-hpc demo configs/quickstart.yaml trainer.resume=true
+
+# SmolLM2-135M-Instruct -> scored verifiable data -> offline UNA-score with LoRA -> eval; resumes when re-run.
+demo-real: venv
+	$(VPY) -m una_hpc.task.demo_real configs/demo_real.yaml trainer.resume=true
 
 bench: venv
 	TRITON_INTERPRET=1 $(VPY) benchmarks/kernels/bench_seq_logps.py --quick
