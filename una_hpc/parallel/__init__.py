@@ -20,7 +20,7 @@ from .ds_config import (
 )
 from .engine import TrainEngine
 from .factory import build_engine, select_backend
-from .logps import kernel_seq_logps, reference_seq_logps
+from .logps import reference_seq_logps
 from .schedule import lr_lambda, param_groups
 from .vocab_parallel import vocab_parallel_seq_logps, vocab_parallel_token_logps
 
@@ -42,7 +42,6 @@ __all__ = [
     "param_groups",
     "vocab_parallel_seq_logps",
     "vocab_parallel_token_logps",
-    "kernel_seq_logps",
     "reference_seq_logps",
     "consolidate_to_hf",
     "merge_lora",

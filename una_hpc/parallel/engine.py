@@ -44,8 +44,8 @@ from torch import Tensor, nn
 
 from ..config import Config
 from ..feedback import IGNORE_INDEX
+from ..kernels import seq_logps
 from ..models.output_head import OutputHead, output_head
-from .logps import kernel_seq_logps
 from .vocab_parallel import vocab_parallel_seq_logps
 
 # logits_to_keep with no positions: the HF causal-LM forward runs its body and skips the [T, V] logits.
@@ -220,7 +220,7 @@ class TrainEngine(ABC):
             return logps, ref
         if ref_hidden is not None and ref_weight is None:
             ref_weight = weight
-        return kernel_seq_logps(
+        return seq_logps(
             hidden,
             weight,
             labels,

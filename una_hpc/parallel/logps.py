@@ -1,11 +1,12 @@
-"""Per-sequence log-probabilities on an unsharded lm_head: the fused kernel, and the plain-autograd definition.
+"""Per-sequence log-probabilities on an unsharded lm_head, defined with plain autograd (the engine calls the fused
+op, una_hpc.kernels.seq_logps, directly).
 
-    logps, ref_logps = kernel_seq_logps(hidden, weight, labels, seq_index, num_seqs, ref_hidden=..., ref_weight=...)
+    logps, ref_logps = reference_seq_logps(hidden, weight, labels, seq_index, num_seqs, ref_hidden=..., ref_weight=...)
 
 Logits are z = softcap * tanh(scale * (hidden @ weight.T + bias) / softcap), or scale * (hidden @ weight.T + bias)
 without a softcap (Gemma-2/3 final_logit_softcapping, Cohere logit_scale, Granite 1 / logits_scaling, Phi's bias);
 the reference head uses ref_bias (None: the policy's bias) with the same scale and softcap.
-`reference_seq_logps` is the definition (docs/design.md, "The fused kernel contract") written with plain autograd over
+`reference_seq_logps` is the definition (docs/design.md, "The fused op") written with plain autograd over
 token chunks; tests use it as ground truth for the sharded paths. Tested by: tests/distributed/test_vocab_parallel.py
 """
 
@@ -78,37 +79,3 @@ def reference_seq_logps(
             b = bias if ref_bias is None else ref_bias
             ref = segment_sums(token_logps(ref_hidden, w, labels, ignore_index, bias=b, **head), seq_index, num_seqs)
     return logps, ref
-
-
-def kernel_seq_logps(
-    hidden: Tensor,
-    weight: Tensor,
-    labels: Tensor,
-    seq_index: Tensor,
-    num_seqs: int,
-    *,
-    ref_hidden: Tensor | None = None,
-    ref_weight: Tensor | None = None,
-    bias: Tensor | None = None,
-    ref_bias: Tensor | None = None,
-    scale: float = 1.0,
-    softcap: float | None = None,
-    ignore_index: int = IGNORE_INDEX,
-) -> tuple[Tensor, Tensor | None]:
-    """una_hpc.kernels.seq_logps (backend auto: Triton on CUDA, the chunked torch path elsewhere)."""
-    from ..kernels import seq_logps
-
-    return seq_logps(
-        hidden,
-        weight,
-        labels,
-        seq_index,
-        num_seqs,
-        ref_hidden=ref_hidden,
-        ref_weight=ref_weight,
-        bias=bias,
-        ref_bias=ref_bias,
-        scale=scale,
-        softcap=softcap,
-        ignore_index=ignore_index,
-    )
