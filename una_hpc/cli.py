@@ -20,7 +20,7 @@ import warnings
 from pathlib import Path
 
 from .config import Config, ConfigError, ConfigWarning, config_errors, config_warnings, load_config
-from .data.formats import FORMATS
+from .data.formats import FORMAT_NAMES
 
 
 def run_train(cfg: Config) -> Path:
@@ -108,9 +108,10 @@ def _config(args) -> int:
 
 
 def _data_check(args) -> int:
+    from .config import DataConfig
     from .data.check import run_data_check
 
-    return run_data_check(args.file, args.format)
+    return run_data_check(args.file, args.format, data_cfg=DataConfig(split=args.split))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
     check = data.add_parser("check", help="validate a dataset file; one line per problem")
     check.add_argument("file")
-    check.add_argument("--format", required=True, choices=sorted(FORMATS))
+    check.add_argument("--format", default="auto", choices=FORMAT_NAMES, help="auto: detect the TRL dataset type")
+    check.add_argument("--split", default="train", help="split of a dataset dir (e.g. train_prefs)")
     check.set_defaults(fn=_data_check)
     return p
 
@@ -151,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     from transformers.utils import logging as hf_logging
 
+    from .host_memory import fix_mmap_threshold
+
+    fix_mmap_threshold()  # RSS that follows the live tensors on CPU (see host_memory)
     hf_logging.disable_progress_bar()  # per-file load/save bars would break our own progress line
     from .data.io import DataError
     from .rollout.base import EngineStartError, VLLMNotInstalledError, WeightSyncError

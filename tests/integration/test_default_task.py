@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections import Counter
 
@@ -29,16 +30,17 @@ def _actions(task_dir) -> list[tuple[str, str]]:
 
 
 def test_default_task_builds_validates_and_caches(tmp_path):
-    task_dir = tmp_path / "task"
-    (task_dir / ".base.tmp-99999").mkdir(parents=True)  # debris of a killed build: never used, cleaned up
-    (task_dir / ".base.tmp-99999" / "config.json").write_text("{}")
-    cfg = TaskConfig(dir=str(task_dir), sft_steps=40, num_prompts=8, responses_per_prompt=2)
+    task_dir = tmp_path / "task" / "seed-3"  # the task of task.seed=3 lives in its own folder
+    (task_dir / ".base-sft40.tmp-99999").mkdir(parents=True)  # debris of a killed build: never used, cleaned up
+    (task_dir / ".base-sft40.tmp-99999" / "config.json").write_text("{}")
+    cfg = TaskConfig(dir=str(tmp_path / "task"), seed=3, sft_steps=40, num_prompts=8, responses_per_prompt=2)
     lines: list[str] = []
     t0 = time.perf_counter()
-    task = build_default_task(cfg, seed=3, recipe=RECIPE, log=lines.append)
+    task = build_default_task(cfg, recipe=RECIPE, log=lines.append)
     assert time.perf_counter() - t0 < 60
-    assert _actions(task_dir) == [("tokenizer", "built"), ("base", "built"), ("data", "built")]
+    assert _actions(task_dir) == [("tokenizer", "built"), ("base-sft40", "built"), ("data-sft40-8x2", "built")]
     assert not list(task_dir.glob(".*.tmp-*"))
+    assert task.dir == task_dir and task.model_dir == task_dir / "base-sft40"
 
     # the base model is a plain HF dir with its tokenizer and chat template
     tok = AutoTokenizer.from_pretrained(str(task.model_dir))
@@ -59,25 +61,42 @@ def test_default_task_builds_validates_and_caches(tmp_path):
     assert len(heldout) == 24 and not set(heldout) & {r["prompt"] for r in rows}
     for p in heldout:
         parse_prompt(p)
-    stats = json.loads((task_dir / "data" / "_build.json").read_text())["gold_score"]
+    stats = json.loads((task.train_path.parent / "_build.json").read_text())["gold_score"]
     assert stats["n"] == 16 and sum(stats["histogram"]) == 16
 
     # a rerun reuses every step: nothing retrained, files untouched
     stamp = (task.model_dir / "model.safetensors").stat().st_mtime_ns
     data_stamp = task.train_path.stat().st_mtime_ns
-    again = build_default_task(cfg, seed=3, recipe=RECIPE, log=lines.append)
+    again = build_default_task(cfg, recipe=RECIPE, log=lines.append)
     assert again == task
-    assert _actions(task_dir)[3:] == [("tokenizer", "reused"), ("base", "reused"), ("data", "reused")]
+    assert _actions(task_dir)[3:] == [("tokenizer", "reused"), ("base-sft40", "reused"), ("data-sft40-8x2", "reused")]
     assert (task.model_dir / "model.safetensors").stat().st_mtime_ns == stamp
     assert task.train_path.stat().st_mtime_ns == data_stamp
 
-    # a changed dataset size rebuilds only the dataset; a step folder without its marker counts as unfinished
+    # a changed dataset size builds only a dataset of its own beside the first, which stays untouched; a step
+    # folder without its marker counts as unfinished
     cfg.num_prompts = 4
-    build_default_task(cfg, seed=3, recipe=RECIPE, log=lines.append)
-    assert _actions(task_dir)[6:] == [("tokenizer", "reused"), ("base", "reused"), ("data", "built")]
-    assert len(task.train_path.read_text().splitlines()) == 8
-    (task_dir / "data" / "_build.json").unlink()
-    build_default_task(cfg, seed=3, recipe=RECIPE, log=lines.append)
-    assert _actions(task_dir)[-1] == ("data", "built")
+    small = build_default_task(cfg, recipe=RECIPE, log=lines.append)
+    steps = [("tokenizer", "reused"), ("base-sft40", "reused"), ("data-sft40-4x2", "built")]
+    assert _actions(task_dir)[6:] == steps
+    assert len(small.train_path.read_text().splitlines()) == 8 and small.model_dir == task.model_dir
+    assert task.train_path.stat().st_mtime_ns == data_stamp
+    (small.train_path.parent / "_build.json").unlink()
+    build_default_task(cfg, recipe=RECIPE, log=lines.append)
+    assert _actions(task_dir)[-1] == ("data-sft40-4x2", "built")
     assert (task.model_dir / "model.safetensors").stat().st_mtime_ns == stamp
     assert any("reused" in line for line in lines)
+
+    # A task.dir of the earlier layout (steps at its top): steps whose parameters match are copied into the seed
+    # folder, the old folders stay for runs that point at them; data is rebuilt (its rows are now validated).
+    legacy = tmp_path / "task"
+    shutil.move(task_dir / "tokenizer", legacy / "tokenizer")
+    shutil.move(task.model_dir, legacy / "base")
+    shutil.rmtree(task_dir)
+    build_default_task(cfg, recipe=RECIPE, log=lines.append)
+    assert _actions(task_dir) == [
+        ("tokenizer", f"copied from {legacy / 'tokenizer'}"),
+        ("base-sft40", f"copied from {legacy / 'base'}"),
+        ("data-sft40-4x2", "built"),
+    ]
+    assert (legacy / "base" / "model.safetensors").is_file() and (task.model_dir / "model.safetensors").is_file()

@@ -55,10 +55,8 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    if not smollm2.available():
-        pytest.skip(SKIP_REASON)
-    return build_smollm2(tmp_path_factory.mktemp("smollm2") / "model")
+def model_dir(smollm2_dir):
+    return smollm2_dir  # tests/conftest.py: converted once per session, shared with test_real_model_online.py
 
 
 def test_missing_package_is_one_line_naming_the_install_command(monkeypatch):

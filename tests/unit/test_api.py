@@ -102,7 +102,7 @@ def _overrides(model: Path, files: dict[str, Path], out: Path) -> list[str]:
 
 def _rows(out: Path) -> list[dict]:
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in rows]  # all but the wall-clock rate
+    return [{k: v for k, v in r.items() if k not in ("tokens_per_s", "step_s")} for r in rows]  # all but wall-clock
 
 
 @pytest.mark.slow

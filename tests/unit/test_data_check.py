@@ -69,7 +69,7 @@ def test_good_file_passes(name, fmt, monkeypatch, capsys):
 def test_unknown_format_is_one_line(capsys):
     assert run_data_check(str(DATA / "good" / "text.jsonl"), "yaml") == 1
     assert capsys.readouterr().out.splitlines() == [
-        "unknown data format 'yaml'; valid: pairwise, binary, score, helpsteer2, conversational, text"
+        "unknown data format 'yaml'; valid: auto, pairwise, binary, score, helpsteer2, conversational, text, prompt"
     ]
 
 

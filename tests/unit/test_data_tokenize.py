@@ -65,10 +65,16 @@ def test_chat_template_rendering(tok):
 
 
 def test_plain_rendering_without_template(plain_tok):
-    pair, _, score = tokenize_examples(EXAMPLES, plain_tok, max_length=128, max_prompt_length=64)
+    pair, _ = tokenize_examples(EXAMPLES[:2], plain_tok, max_length=128, max_prompt_length=64)
     completion = _ids(plain_tok, "sat on") + [plain_tok.eos_token_id]
     assert pair.sequences[0] == (plain_tok("the cat")["input_ids"], completion)
-    assert score.sequences[0][0] == plain_tok("system: be brief\nuser: red\nassistant: ")["input_ids"]
+
+
+def test_message_list_without_template_is_one_line_naming_the_row(plain_tok):
+    with pytest.raises(DataError) as err:
+        tokenize_examples(EXAMPLES, plain_tok, max_length=128, max_prompt_length=64, source="d.jsonl")
+    assert str(err.value).startswith("d.jsonl:3: field 'prompt': a message list needs a tokenizer with a chat template")
+    assert "\n" not in str(err.value)
 
 
 def test_batched_ids_equal_the_hf_tokenizer_one_example_at_a_time(tok):

@@ -17,7 +17,16 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 LAYERS = (
-    ("una_hpc.config", "una_hpc.hub", "una_hpc.feedback", "una_hpc.hooks"),
+    (
+        "una_hpc.config",
+        "una_hpc.config_schema",
+        "una_hpc.config_checks",
+        "una_hpc.config_docs",
+        "una_hpc.hub",
+        "una_hpc.feedback",
+        "una_hpc.hooks",
+        "una_hpc.host_memory",
+    ),
     ("una_hpc.kernels",),
     ("una_hpc.losses",),
     ("una_hpc.models",),

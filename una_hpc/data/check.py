@@ -5,6 +5,9 @@
     data.jsonl: 1 problem in 10 rows (format score)
     $ una-hpc data check good.jsonl --format score
     good.jsonl: 10 rows valid (format score)
+    $ una-hpc data check prefs.jsonl                     # --format auto: the TRL type, detected
+    prefs.jsonl: 3 rows valid (format auto: conversational preference, implicit prompt, scores -> conversational;
+    scores 1..10 mapped to [0, 1])
 
 A missing or unreadable file is one line (no summary). Bad data never raises a traceback, and nothing is written.
 With a tokenizer, prompt lengths are checked against data.max_prompt_length (and max_length) under
@@ -17,7 +20,7 @@ import sys
 from typing import Any, TextIO
 
 from ..config import DataConfig
-from .formats import FORMATS
+from .formats import FORMAT_NAMES
 from .io import DataError, load_table
 from .validate import validate_report
 
@@ -38,11 +41,11 @@ def run_data_check(
     """Check one table; print problems and a summary to `out` (stdout); return 1 when there is any, else 0."""
     out = sys.stdout if out is None else out
     cfg = data_cfg or DataConfig()
-    if fmt not in FORMATS:
-        print(f"unknown data format {fmt!r}; valid: {', '.join(FORMATS)}", file=out)
+    if fmt not in FORMAT_NAMES:
+        print(f"unknown data format {fmt!r}; valid: {', '.join(FORMAT_NAMES)}", file=out)
         return 1
     try:
-        ds = load_table(path)
+        ds = load_table(path, split=cfg.split)
         report = validate_report(
             ds,
             fmt,
@@ -52,6 +55,7 @@ def run_data_check(
             max_length=max_length,
             truncation=cfg.truncation,
             attribute_weights=cfg.attribute_weights,
+            score_range=cfg.score_range,
         )
     except DataError as e:
         for p in e.problems:
@@ -63,11 +67,17 @@ def run_data_check(
     for p in report.problems:
         print(p, file=out)
     rows = _plural(report.rows, "row")
+    if report.detected is not None:
+        fmt = f"{fmt}: {report.detected.describe()}"
     if report.problems:
         print(f"{path}: {_plural(len(report.problems), 'problem')} in {rows} (format {fmt})", file=out)
         return 1
     note = ""
+    if report.score_range is not None:
+        note += f"; scores {report.score_range[0]:g}..{report.score_range[1]:g} mapped to [0, 1]"
+    if report.detected is not None and not report.detected.trains:
+        note += "; prompts only (online runs)"
     if report.over_length:
-        note = f"; {_plural(report.over_length, 'prompt')} over the length limit (data.truncation={report.truncation})"
+        note += f"; {_plural(report.over_length, 'prompt')} over the length limit (data.truncation={report.truncation})"
     print(f"{path}: {rows} valid (format {fmt}){note}", file=out)
     return 0

@@ -4,6 +4,9 @@
 
 Which views a format gives (record kind -> views):
     pairs (pairwise data)     pairwise; binary (chosen -> label 1, rejected -> label 0, exact duplicates once)
+    scored pairs              pairwise; binary as pairs; score (chosen and rejected, each with its score in [0, 1]);
+      (score_chosen/          mixed = every row as its pair AND its two scores (not the round-robin below)
+       score_rejected)
     labels (binary data)      binary
     scores (score/helpsteer2) pairwise, binary (score >= data.binary_threshold -> 1), score (the score itself)
 
@@ -29,10 +32,11 @@ from datasets import Dataset
 
 from ..config import DataConfig
 from ..feedback import FEEDBACK_TYPES
+from .detect import no_feedback_message
 from .example import Example
-from .formats import LABEL, PAIR, SCORE, TEXT, Prompt, Record, prompt_key
+from .formats import LABEL, PAIR, SCORE, SCORED_PAIR, TEXT, Prompt, Record, prompt_key
 from .io import DataError
-from .validate import parse_table
+from .validate import parse_report, parse_table
 
 VIEWS = ("pairwise", "binary", "score", "mixed")
 TIE_EPS = 1e-12
@@ -77,17 +81,28 @@ def _binary_from_pairs(group: list[tuple[Record, int]], cfg: DataConfig) -> list
     return out
 
 
+def _score_from_scored_pairs(group: list[tuple[Record, int]], cfg: DataConfig) -> list[_Item]:
+    return [("score", [c], float(v), [row]) for r, row in group for c, v in zip(r.completions, r.scores)]
+
+
+def _pair_and_scores(group: list[tuple[Record, int]], cfg: DataConfig) -> list[_Item]:
+    return [item for one in group for item in _pairs_from_pairs([one], cfg) + _score_from_scored_pairs([one], cfg)]
+
+
 def _binary_from_labels(group: list[tuple[Record, int]], cfg: DataConfig) -> list[_Item]:
     return [("binary", [r.completions[0]], float(r.value), [row]) for r, row in group]
 
 
 BUILDERS: dict[str, dict[str, Callable[[list[tuple[Record, int]], DataConfig], list[_Item]]]] = {
     PAIR: {"pairwise": _pairs_from_pairs, "binary": _binary_from_pairs},
+    SCORED_PAIR: {"pairwise": _pairs_from_pairs, "binary": _binary_from_pairs, "score": _score_from_scored_pairs},
     LABEL: {"binary": _binary_from_labels},
     SCORE: {"pairwise": _pairs_from_scores, "binary": _binary_from_scores, "score": _score_from_scores},
     TEXT: {},
 }
 """record kind -> view -> builder of one prompt group's examples."""
+MIXED: dict[str, Callable[[list[tuple[Record, int]], DataConfig], list[_Item]]] = {SCORED_PAIR: _pair_and_scores}
+"""record kind -> its own mixed view (kinds not named here: prompt groups round-robin over the views)."""
 
 
 def views_for(kind: str) -> tuple[str, ...]:
@@ -95,7 +110,7 @@ def views_for(kind: str) -> tuple[str, ...]:
 
 
 def records_to_examples(
-    records: list[tuple[Record, int]], view: str, data_cfg: DataConfig, source: str = "<data>"
+    records: list[tuple[Record, int]], view: str, data_cfg: DataConfig, source: str = "<data>", no_feedback: str = ""
 ) -> list[Example]:
     """(record, 1-based row) pairs -> examples for `view` (see the module docstring)."""
     if view not in VIEWS:
@@ -109,7 +124,8 @@ def records_to_examples(
     if not available:
         raise DataError.one(
             source,
-            "this data has no feedback (prompts/text only); use a pairwise, binary, "
+            no_feedback
+            or "this data has no feedback (prompts/text only); use a pairwise, binary, "
             "score, helpsteer2 or conversational preference table for training",
         )
     if view != "mixed" and view not in available:
@@ -120,25 +136,30 @@ def records_to_examples(
     builders = BUILDERS[kinds[0]]
     examples: list[Example] = []
     for g, group in enumerate(groups.values()):
-        v = available[g % len(available)] if view == "mixed" else view
-        for feedback, completions, target, rows in builders[v](group, data_cfg):
+        if view == "mixed" and kinds[0] in MIXED:
+            build = MIXED[kinds[0]]
+        else:
+            build = builders[available[g % len(available)] if view == "mixed" else view]
+        for feedback, completions, target, rows in build(group, data_cfg):
             examples.append(Example(len(examples), feedback, group[0][0].prompt, completions, target, rows))
     return examples
 
 
 def to_examples(ds: Dataset, fmt: str, view: str, data_cfg: DataConfig, source: str = "<data>") -> list[Example]:
     """Validated table -> examples. Raises DataError with every problem when a row is invalid."""
-    records, problems = parse_table(ds, fmt, source, data_cfg.attribute_weights)
-    if problems:
-        raise DataError(problems)
-    return records_to_examples(records, view, data_cfg, source)
+    report = parse_report(ds, fmt, source, data_cfg.attribute_weights, data_cfg.score_range)
+    if report.problems:
+        raise DataError(report.problems)
+    why = no_feedback_message(report.detected, ds.column_names) if report.detected else ""
+    return records_to_examples(report.records, view, data_cfg, source, why)
 
 
 def prompts_of(
     ds: Dataset, fmt: str, source: str = "<data>", attribute_weights: dict[str, float] | None = None
 ) -> list[Prompt]:
-    """Distinct prompts in order of first appearance, from any format (online rollouts, eval prompt lists).
-    A `text` row is a prompt; a `messages` row's prompt is the conversation before its final assistant message."""
+    """Distinct prompts in order of first appearance, from any format or "auto" (online rollouts, eval prompt
+    lists): every TRL type has prompts. A `text` row is a prompt; a `messages` row's prompt is the conversation
+    before its final assistant message."""
     records, problems = parse_table(ds, fmt, source, attribute_weights)
     if problems:
         raise DataError(problems)

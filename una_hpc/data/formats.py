@@ -2,15 +2,21 @@
 
 | format         | columns                                                                                   |
 |----------------|-------------------------------------------------------------------------------------------|
-| pairwise       | `prompt`, `chosen`, `rejected` (strings)                                                  |
+| pairwise       | `prompt`, `chosen`, `rejected` (strings); without `prompt` the common beginning of chosen |
+|                | and rejected is the prompt (TRL's implicit prompt)                                        |
 | binary         | `prompt`, `completion`, `label` (0/1 or true/false)                                       |
-| score          | `prompt`, `response`, `score` in [0, 1]; or, instead of `score`, the attribute columns    |
+| score          | `prompt`, `response`, `score` in [0, 1] (or data.score_range); or, instead of `score`, the|
+|                | attribute columns                                                                         |
 |                | named in data.attribute_weights (0-4 each, combined with those weights)                   |
 | helpsteer2     | `prompt`, `response`, `helpfulness`, `correctness`, `coherence`, `complexity`,            |
 |                | `verbosity` (0-4 each; combined with data.attribute_weights)                              |
 | conversational | TRL conversational: `messages` (list of {role, content}); or `prompt`/`chosen`/`rejected` |
 |                | with `chosen`/`rejected` message lists; or `prompt`/`completion`/`label` likewise          |
 | text           | `text`                                                                                    |
+| prompt         | `prompt` (string or message list); other columns are not read: prompts for online runs     |
+
+Preference rows (pairwise or conversational) with `score_chosen` and `score_rejected` are scored pairs
+(SCORED_PAIR): the scores are mapped to [0, 1] by data.score_range or by the range read from the data.
 
 Conversational completions are message lists whose last message is the assistant's answer (the completion).
 When such a list holds more than that one message, the messages before it are the prompt (TRL's implicit prompt,
@@ -31,14 +37,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from .helpsteer import ATTRIBUTE_MAX, combine_attributes
+from .rows import ROLES, FieldIssue, Prompt, RowContext, _Row, kind_of, show
 
-Prompt = str | list[dict[str, str]]
-FieldIssue = tuple[str, str]
-"""(field, message) of one problem in one row."""
+__all__ = ["ROLES", "FieldIssue", "Prompt", "RowContext", "kind_of", "show"]  # re-exported: they lived here first
 
 PAIR, LABEL, SCORE, TEXT = "pair", "label", "score", "text"
 """Record kinds: a preference pair, a binary label, a score in [0, 1], a prompt/text without feedback."""
-ROLES = ("system", "user", "assistant", "tool")
+SCORED_PAIR = "scored_pair"
+"""A preference pair that also carries a score per completion (score_chosen / score_rejected)."""
+PAIR_SCORE_COLUMNS = ("score_chosen", "score_rejected")
 HELPSTEER_ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
 
 
@@ -47,20 +54,15 @@ class Record:
     """One valid row, normalized."""
 
     kind: str
-    """PAIR, LABEL, SCORE or TEXT."""
+    """PAIR, SCORED_PAIR, LABEL, SCORE or TEXT."""
     prompt: Prompt
     completions: tuple[str, ...]
     """PAIR: (chosen, rejected); LABEL/SCORE: (completion,); TEXT: () or (final assistant turn,)."""
     value: float
     """LABEL: 0.0/1.0; SCORE: score in [0, 1]; nan otherwise."""
-
-
-@dataclass(frozen=True)
-class RowContext:
-    attribute_weights: Mapping[str, float]
-    """Weights combining 0-4 attributes into one score (see una_hpc.data.helpsteer.combine_attributes)."""
-    lenient_numbers: bool = False
-    """Accept numbers (and true/false labels) written as strings: CSV sources, where every cell is text."""
+    scores: tuple[float, ...] = ()
+    """SCORED_PAIR: (score_chosen, score_rejected) in [0, 1] (raw until the table pass when data.score_range is
+    empty, see una_hpc/data/scores.py); () otherwise."""
 
 
 @dataclass(frozen=True)
@@ -70,130 +72,6 @@ class FormatSpec:
     """Human-readable column requirement, used in missing-column messages."""
     check_columns: Callable[[Sequence[str], RowContext], list[FieldIssue]]
     parse_row: Callable[[Mapping[str, Any], RowContext], tuple[Record | None, list[FieldIssue]]]
-
-
-def show(value: Any) -> str:
-    """A short rendering of a bad value for messages."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, str):
-        return repr(value if len(value) <= 40 else value[:37] + "...")
-    text = json.dumps(value, default=str)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def kind_of(value: Any) -> str:
-    if value is None:
-        return "null"
-    names = ((bool, "boolean"), (int, "number"), (float, "number"), (str, "string"), (list, "list"), (dict, "object"))
-    return next((n for t, n in names if isinstance(value, t)), type(value).__name__)
-
-
-class _Row:
-    """Typed field access on one row; every failed check records one issue and returns None."""
-
-    def __init__(self, row: Mapping[str, Any], ctx: RowContext):
-        self.row, self.ctx, self.issues = row, ctx, []
-
-    def bad(self, field: str, message: str) -> None:
-        self.issues.append((field, message))
-
-    def _present(self, field: str) -> Any:
-        value = self.row.get(field)
-        if value is None or (isinstance(value, float) and math.isnan(value)):  # CSV: an empty numeric cell
-            self.bad(field, "missing value")
-            return None
-        return value
-
-    def text(self, field: str) -> str | None:
-        value = self._present(field)
-        if value is None:
-            return None
-        if not isinstance(value, str):
-            self.bad(field, f"expected a string, got {kind_of(value)} {show(value)}")
-            return None
-        if not value.strip():
-            self.bad(field, "empty string")
-            return None
-        return value
-
-    def _numeric(self, field: str, value: Any) -> float | None:
-        if isinstance(value, str) and self.ctx.lenient_numbers:
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            self.bad(field, f"expected a number, got {kind_of(value)} {show(value)}")
-            return None
-        return float(value)
-
-    def number(self, field: str, lo: float, hi: float) -> float | None:
-        value = self._present(field)
-        if value is None:
-            return None
-        x = self._numeric(field, value)
-        if x is None:
-            return None
-        if math.isnan(x) or not lo <= x <= hi:
-            self.bad(field, f"{show(value) if not isinstance(value, str) else value} is outside [{lo:g}, {hi:g}]")
-            return None
-        return x
-
-    def label(self, field: str) -> float | None:
-        value = self._present(field)
-        if value is None:
-            return None
-        if isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str) and self.ctx.lenient_numbers and value.strip().lower() in ("true", "false"):
-            return float(value.strip().lower() == "true")
-        x = self._numeric(field, value)
-        if x is None:
-            return None
-        if x not in (0.0, 1.0):
-            self.bad(field, f"{show(value)} is not 0/1 or true/false")
-            return None
-        return x
-
-    def messages(self, field: str) -> list[dict[str, str]] | None:
-        value = self._present(field)
-        if value is None:
-            return None
-        if not isinstance(value, list) or not value:
-            what = "an empty list" if isinstance(value, list) else f"{kind_of(value)} {show(value)}"
-            self.bad(field, f"expected a non-empty list of {{role, content}} messages, got {what}")
-            return None
-        out = []
-        for i, m in enumerate(value, start=1):
-            if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-                self.bad(field, f'message {i}: expected {{"role": string, "content": string}}, got {show(m)}')
-                return None
-            if m["role"] not in ROLES:
-                self.bad(field, f"message {i}: role {m['role']!r} is not one of {', '.join(ROLES)}")
-                return None
-            out.append({"role": m["role"], "content": m["content"]})
-        return out
-
-    def prompt(self, field: str = "prompt") -> Prompt | None:
-        """A string prompt, or a message list (conversational)."""
-        return self.messages(field) if isinstance(self.row.get(field), list) else self.text(field)
-
-    def completion(self, field: str) -> tuple[list[dict[str, str]] | None, str | None]:
-        """Conversational completion: (messages before the answer, answer text)."""
-        msgs = self.messages(field)
-        if msgs is None:
-            return None, None
-        last = msgs[-1]
-        if last["role"] != "assistant":
-            self.bad(field, f"message {len(msgs)}: the last message must have role 'assistant', got {last['role']!r}")
-            return None, None
-        if not last["content"].strip():
-            self.bad(field, f"message {len(msgs)}: empty assistant content")
-            return None, None
-        return msgs[:-1], last["content"]
 
 
 def _missing(columns: Sequence[str], needed: Sequence[str], spec: str) -> list[FieldIssue]:
@@ -211,10 +89,53 @@ def _done(r: _Row, record: Callable[[], Record]) -> tuple[Record | None, list[Fi
     return (None, r.issues) if r.issues else (record(), [])
 
 
+def _pair_record(r: _Row, prompt: Prompt, chosen: str, rejected: str) -> Record:
+    """PAIR, or SCORED_PAIR when the table has score_chosen / score_rejected (issues recorded on `r`)."""
+    if not any(c in r.row for c in PAIR_SCORE_COLUMNS):
+        return Record(PAIR, prompt, (chosen, rejected), math.nan)
+    scores = tuple(r.score(c, None) for c in PAIR_SCORE_COLUMNS)
+    return Record(SCORED_PAIR, prompt, (chosen, rejected), math.nan, scores)
+
+
+def _implicit_prompt(r: _Row, chosen: str, rejected: str) -> tuple[str, str, str] | None:
+    """TRL's implicit prompt of standard preference rows: the common beginning of chosen and rejected (a space
+    before the first difference goes to the completions, as TRL's extract_prompt does)."""
+    n = 0
+    while n < min(len(chosen), len(rejected)) and chosen[n] == rejected[n]:
+        n += 1
+    if n and n < len(chosen) and chosen[n - 1] == " ":
+        n -= 1
+    if not chosen[:n].strip():
+        r.bad("prompt", "no prompt column, and 'chosen' and 'rejected' share no beginning to take as the prompt")
+        return None
+    for field, text in (("chosen", chosen), ("rejected", rejected)):
+        if not text[n:].strip():
+            r.bad(field, "nothing is left after the prompt (the beginning it shares with the other completion)")
+            return None
+    return chosen[:n], chosen[n:], rejected[n:]
+
+
+def _score_pair_columns(columns: Sequence[str]) -> list[FieldIssue]:
+    """score_chosen and score_rejected come together."""
+    if not any(c in columns for c in PAIR_SCORE_COLUMNS):
+        return []
+    return _missing(columns, PAIR_SCORE_COLUMNS, "scored preference needs both " + " and ".join(PAIR_SCORE_COLUMNS))
+
+
+def _check_pairwise_columns(columns: Sequence[str], ctx: RowContext) -> list[FieldIssue]:
+    # prompt may be absent: TRL's implicit prompt (see _implicit_prompt)
+    missing = _missing(columns, ("chosen", "rejected"), "pairwise needs prompt, chosen, rejected")
+    return missing + _score_pair_columns(columns)
+
+
 def _parse_pairwise(row: Mapping[str, Any], ctx: RowContext) -> tuple[Record | None, list[FieldIssue]]:
     r = _Row(row, ctx)
-    prompt, chosen, rejected = r.text("prompt"), r.text("chosen"), r.text("rejected")
-    return _done(r, lambda: Record(PAIR, prompt, (chosen, rejected), math.nan))
+    prompt = r.text("prompt") if "prompt" in row else None
+    chosen, rejected = r.text("chosen"), r.text("rejected")
+    if "prompt" not in row and chosen is not None and rejected is not None:
+        prompt, chosen, rejected = _implicit_prompt(r, chosen, rejected) or (None, None, None)
+    record = None if r.issues else _pair_record(r, prompt, chosen, rejected)
+    return (None, r.issues) if r.issues else (record, [])
 
 
 def _parse_binary(row: Mapping[str, Any], ctx: RowContext) -> tuple[Record | None, list[FieldIssue]]:
@@ -241,8 +162,8 @@ def _check_score_columns(columns: Sequence[str], ctx: RowContext) -> list[FieldI
 
 def _parse_score(row: Mapping[str, Any], ctx: RowContext) -> tuple[Record | None, list[FieldIssue]]:
     r = _Row(row, ctx)
-    prompt, response = r.text("prompt"), r.text("response")
-    score = r.number("score", 0.0, 1.0) if "score" in row else _combined(r, list(ctx.attribute_weights))
+    prompt, response = r.prompt("prompt"), r.text("response")
+    score = r.score("score", (0.0, 1.0)) if "score" in row else _combined(r, list(ctx.attribute_weights))
     return _done(r, lambda: Record(SCORE, prompt, (response,), score))
 
 
@@ -261,6 +182,12 @@ def _parse_helpsteer(row: Mapping[str, Any], ctx: RowContext) -> tuple[Record | 
     prompt, response = r.text("prompt"), r.text("response")
     score = _combined(r, HELPSTEER_ATTRIBUTES)
     return _done(r, lambda: Record(SCORE, prompt, (response,), score))
+
+
+def _parse_prompt(row: Mapping[str, Any], ctx: RowContext) -> tuple[Record | None, list[FieldIssue]]:
+    r = _Row(row, ctx)
+    prompt = r.prompt("prompt")  # other columns (completion, ...) are not read: prompts for online runs
+    return _done(r, lambda: Record(TEXT, prompt, (), math.nan))
 
 
 def _parse_text(row: Mapping[str, Any], ctx: RowContext) -> tuple[Record | None, list[FieldIssue]]:
@@ -289,7 +216,7 @@ def _parse_conv_preference(r: _Row) -> Record | None:
         r.bad("rejected", "the conversation before the last message differs from 'chosen'")
         return None
     prompt = _conv_prompt(r, head_c, "chosen")
-    return None if prompt is None else Record(PAIR, prompt, (chosen, rejected), math.nan)
+    return None if prompt is None else _pair_record(r, prompt, chosen, rejected)
 
 
 def _parse_conv_unpaired(r: _Row) -> Record | None:
@@ -333,7 +260,7 @@ def _conv_variant(columns: Sequence[str]) -> Callable[[_Row], Record | None] | N
 
 def _check_conv_columns(columns: Sequence[str], ctx: RowContext) -> list[FieldIssue]:
     if _conv_variant(columns) is not None:
-        return []
+        return _score_pair_columns(columns) if _conv_variant(columns) is _parse_conv_preference else []
     return [
         (
             "messages",
@@ -353,9 +280,7 @@ def _parse_conversational(row: Mapping[str, Any], ctx: RowContext) -> tuple[Reco
 
 
 FORMATS: dict[str, FormatSpec] = {
-    "pairwise": FormatSpec(
-        "pairwise", "prompt, chosen, rejected", _columns("pairwise", "prompt", "chosen", "rejected"), _parse_pairwise
-    ),
+    "pairwise": FormatSpec("pairwise", "prompt, chosen, rejected", _check_pairwise_columns, _parse_pairwise),
     "binary": FormatSpec(
         "binary", "prompt, completion, label", _columns("binary", "prompt", "completion", "label"), _parse_binary
     ),
@@ -370,20 +295,31 @@ FORMATS: dict[str, FormatSpec] = {
         _parse_conversational,
     ),
     "text": FormatSpec("text", "text", _columns("text", "text"), _parse_text),
+    "prompt": FormatSpec("prompt", "prompt", _columns("prompt", "prompt"), _parse_prompt),
 }
+FORMAT_NAMES = ("auto", *FORMATS)
+"""What data.format and `data check --format` accept: auto (detected, una_hpc/data/detect.py) or a format."""
 
 
-def make_context(attribute_weights: Mapping[str, float], lenient_numbers: bool = False) -> RowContext:
-    """Checked RowContext: weights must be non-negative with a positive sum (one-line ValueError otherwise)."""
+def make_context(
+    attribute_weights: Mapping[str, float], lenient_numbers: bool = False, score_range: Sequence[float] | None = None
+) -> RowContext:
+    """Checked RowContext: weights must be non-negative with a positive sum, score_range empty or [low < high]
+    (one-line ValueError otherwise)."""
     w = dict(attribute_weights)
     if not w or any(v < 0 for v in w.values()) or sum(w.values()) <= 0:
         raise ValueError(f"data.attribute_weights must be non-negative with a positive sum, got {w}")
-    return RowContext(w, lenient_numbers)
+    bounds = None
+    if score_range:
+        if len(score_range) != 2 or not all(math.isfinite(v) for v in score_range) or score_range[0] >= score_range[1]:
+            raise ValueError(f"data.score_range must be empty or [low, high] with low < high, got {list(score_range)}")
+        bounds = (float(score_range[0]), float(score_range[1]))
+    return RowContext(w, lenient_numbers, bounds)
 
 
 def get_format(name: str) -> FormatSpec:
     if name not in FORMATS:
-        raise ValueError(f"unknown data format {name!r}; valid: {', '.join(FORMATS)}")
+        raise ValueError(f"unknown data format {name!r}; valid: {', '.join(FORMAT_NAMES)}")
     return FORMATS[name]
 
 

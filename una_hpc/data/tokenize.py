@@ -4,8 +4,9 @@ Rendering:
 - Tokenizer with a chat template: the prompt (a string is one user message) is rendered by
   `apply_chat_template(..., add_generation_prompt=True)` and tokenized without extra special tokens; the completion
   is the assistant content tokenized without special tokens, plus eos.
-- Without a chat template: a string prompt is tokenized as is (with the tokenizer's own special tokens, e.g. bos),
-  a message list is rendered as "role: content" lines followed by "assistant: "; completion = content + eos.
+- Without a chat template: a string prompt is tokenized as is (with the tokenizer's own special tokens, e.g. bos);
+  a message list is a one-line DataError naming its row (guessing a chat format would train on a prompt layout
+  the model never sees at inference); completion = content + eos.
 
 Lengths: the prompt limit is min(data.max_prompt_length, max_length - 1) so at least one completion token fits.
 A longer prompt follows data.truncation: "truncate_prompt" keeps its last tokens, "drop" drops the example (a pair
@@ -57,15 +58,17 @@ def has_chat_template(tokenizer: Any) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
-def _plain_messages(messages: list[dict[str, str]]) -> str:
-    return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
+NO_TEMPLATE = (
+    "a message list needs a tokenizer with a chat template, and this tokenizer has none "
+    "(give it one, e.g. tokenizer.chat_template in the model dir, or write the prompts as strings)"
+)
 
 
 def _prompt_text(tokenizer: Any, prompt: Prompt) -> str:
     if has_chat_template(tokenizer):
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
         return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return prompt if isinstance(prompt, str) else _plain_messages(prompt)
+    return prompt  # a string: encode_prompts refused message lists already
 
 
 def _encode(tokenizer: Any, texts: list[str], special: bool) -> list[list[int]]:
@@ -85,6 +88,8 @@ def encode_prompts(
         unique.setdefault(k, i)
     texts = []
     for i in unique.values():
+        if not has_chat_template(tokenizer) and not isinstance(prompts[i], str):
+            raise DataError.one(source, NO_TEMPLATE, rows[i] if rows is not None else None, "prompt")
         try:
             texts.append(_prompt_text(tokenizer, prompts[i]))
         except Exception as e:  # noqa: BLE001 - jinja raises various errors; each becomes one line

@@ -3,6 +3,7 @@
     problems = validate(ds, "score", "data.jsonl", tokenizer=tok, max_prompt_length=256, truncation="error")
     for p in problems: print(p)          # data.jsonl:7: field 'score': 1.4 is outside [0, 1]
 
+fmt="auto" first detects the TRL dataset type (una_hpc/data/detect.py; ambiguous or unknown columns are one line).
 Checks: the format's columns (a missing column is one whole-file problem, and rows are then not checked), then
 every row through the format's parser (missing value, wrong type, empty string, score outside [0, 1], label not
 0/1, attribute outside 0-4, bad message role, ...), and, with a tokenizer and max_prompt_length, prompt length:
@@ -13,7 +14,7 @@ the report (`ValidationReport.over_length`) and handled by tokenization.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,11 @@ from typing import Any
 from datasets import Dataset
 
 from ..config import DataConfig
+from .detect import Detected, resolve_format
 from .formats import Record, get_format, make_context
 from .helpsteer import DEFAULT_ATTRIBUTE_WEIGHTS
 from .io import DataError, Problem, load_table
+from .scores import normalize_pair_scores
 from .tokenize import TRUNCATION_POLICIES, encode_prompts, over_limit_message, prompt_limit
 
 
@@ -38,6 +41,10 @@ class ValidationReport:
     truncation: str = "truncate_prompt"
     records: list[tuple[Record, int]] = field(default_factory=list)
     """The valid rows, parsed, with their 1-based row numbers."""
+    detected: Detected | None = None
+    """What format auto detected (None when a format was named)."""
+    score_range: tuple[float, float] | None = None
+    """Raw range of score_chosen/score_rejected mapped to [0, 1] (None: no scored pairs)."""
 
     @property
     def ok(self) -> bool:
@@ -51,25 +58,47 @@ def _lenient_numbers(source: str) -> bool:
 
 
 def parse_table(
-    ds: Dataset, fmt: str, source: str, attribute_weights: Mapping[str, float] | None = None
+    ds: Dataset,
+    fmt: str,
+    source: str,
+    attribute_weights: Mapping[str, float] | None = None,
+    score_range: Sequence[float] | None = None,
 ) -> tuple[list[tuple[Record, int]], list[Problem]]:
     """Parse every row: (valid records with 1-based rows, problems). Column problems stop row checks."""
-    spec = get_format(fmt)
-    ctx = make_context(
-        DEFAULT_ATTRIBUTE_WEIGHTS if attribute_weights is None else attribute_weights, _lenient_numbers(source)
-    )
+    report = parse_report(ds, fmt, source, attribute_weights, score_range)
+    return report.records, report.problems
+
+
+def parse_report(
+    ds: Dataset,
+    fmt: str,
+    source: str,
+    attribute_weights: Mapping[str, float] | None = None,
+    score_range: Sequence[float] | None = None,
+) -> ValidationReport:
+    """`parse_table` plus what auto detected and the score range used. fmt="auto" detects the TRL type first
+    (una_hpc/data/detect.py; ambiguous or unknown columns raise DataError, one line)."""
+    name, detected = resolve_format(ds, fmt, source)
+    spec = get_format(name)
+    weights = DEFAULT_ATTRIBUTE_WEIGHTS if attribute_weights is None else attribute_weights
+    ctx = make_context(weights, _lenient_numbers(source), score_range)
+    report = ValidationReport(source, fmt, len(ds), detected=detected)
     column_issues = spec.check_columns(list(ds.column_names), ctx)
     if column_issues:
-        return [], [Problem(source, None, f, m) for f, m in column_issues]
+        report.problems = [Problem(source, None, f, m) for f, m in column_issues]
+        return report
     if len(ds) == 0:
-        return [], [Problem(source, None, None, "no rows")]
+        report.problems = [Problem(source, None, None, "no rows")]
+        return report
     records, problems = [], []
     for i, row in enumerate(ds.to_list(), start=1):
         record, issues = spec.parse_row(row, ctx)
         problems.extend(Problem(source, i, f, m) for f, m in issues)
         if record is not None:
             records.append((record, i))
-    return records, problems
+    records, more, report.score_range = normalize_pair_scores(records, score_range, source)
+    report.records, report.problems = records, problems + more
+    return report
 
 
 def validate_report(
@@ -82,12 +111,14 @@ def validate_report(
     max_length: int | None = None,
     truncation: str = "truncate_prompt",
     attribute_weights: Mapping[str, float] | None = None,
+    score_range: Sequence[float] | None = None,
 ) -> ValidationReport:
     """Everything `validate` finds, plus counts and the parsed rows."""
     if truncation not in TRUNCATION_POLICIES:
         raise ValueError(f"truncation must be one of {', '.join(TRUNCATION_POLICIES)}, got {truncation!r}")
-    records, problems = parse_table(ds, fmt, source, attribute_weights)
-    report = ValidationReport(source, fmt, len(ds), problems, truncation=truncation, records=records)
+    report = parse_report(ds, fmt, source, attribute_weights, score_range)
+    report.truncation = truncation
+    records = report.records
     if tokenizer is not None and max_prompt_length is not None and records:
         limit = prompt_limit(max_prompt_length, max_length)
         try:
@@ -115,6 +146,7 @@ def validate(
     truncation: str = "truncate_prompt",
     max_length: int | None = None,
     attribute_weights: Mapping[str, float] | None = None,
+    score_range: Sequence[float] | None = None,
 ) -> list[Problem]:
     """Every problem of the table, in row order (whole-file problems first)."""
     return validate_report(
@@ -126,13 +158,14 @@ def validate(
         max_length=max_length,
         truncation=truncation,
         attribute_weights=attribute_weights,
+        score_range=score_range,
     ).problems
 
 
 def load_validated(data_cfg: DataConfig, *, tokenizer: Any = None, max_length: int | None = None) -> Dataset:
     """The trainer's entry: read data_cfg.path, validate the whole table, raise DataError with every problem."""
     path = os.fspath(data_cfg.path)
-    ds = load_table(path)
+    ds = load_table(path, split=data_cfg.split)
     report = validate_report(
         ds,
         data_cfg.format,
@@ -142,6 +175,7 @@ def load_validated(data_cfg: DataConfig, *, tokenizer: Any = None, max_length: i
         max_length=max_length,
         truncation=data_cfg.truncation,
         attribute_weights=data_cfg.attribute_weights,
+        score_range=data_cfg.score_range,
     )
     if report.problems:
         raise DataError(report.problems)

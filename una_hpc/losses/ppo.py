@@ -11,8 +11,11 @@ Conventions (shared by every function here):
 - Bad arguments raise a one-line ValueError.
 
 Rewards follow TRL/OpenRLHF: r_t = -kl_coef * kl_t on every response token, plus the sequence score at the last
-response token. GAE treats the value after a row's last response token as 0 (the episode ends there). The value loss
-is 0.5 * max((V - R)^2, (V_clip - R)^2), the 0.5 factor as in TRL and OpenRLHF, so vf_coef means the same as there.
+response token (kl_coef_unit="token": a response pays kl_coef * sum_t kl_t; "sequence": kl_coef * mean_t kl_t, i.e.
+each token -kl_coef * kl_t / its row's response length; docs/design.md, "PPO's KL coefficient"). The sequence
+scores may first be whitened over the batch and clipped (`shape_scores`). GAE treats the value after a row's last
+response token as 0 (the episode ends there). The value loss is 0.5 * max((V - R)^2, (V_clip - R)^2), the 0.5 factor
+as in TRL and OpenRLHF, so vf_coef means the same as there. The adaptive KL controller is in kl_control.py.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from ..config import KLEstimator, PPOConfig
 from ._checks import as_fp32, check_non_negative, same_shape
 
 KL_ESTIMATORS: tuple[str, ...] = typing.get_args(KLEstimator)
+KL_UNITS: tuple[str, ...] = ("token", "sequence")
 
 
 def _token_tensor(name: str, x: Tensor) -> Tensor:
@@ -104,12 +108,16 @@ def kl_penalized_rewards(
     scores: Tensor,
     kl_coef: float,
     kl_estimator: KLEstimator = PPOConfig.kl_estimator,
+    kl_coef_unit: str = PPOConfig.kl_coef_unit,
 ) -> tuple[Tensor, Tensor]:
-    """Per-token rewards [B, T] = -kl_coef * kl, plus scores[b] at row b's last response token; and kl [B, T].
+    """Per-token rewards [B, T] = -kl_coef * kl (kl_coef_unit="sequence": -kl_coef * kl / the row's response
+    length), plus scores[b] at row b's last response token; and kl [B, T].
 
     `logprobs` are the rollout policy's log-probs of the sampled tokens, `scores` [B] the sequence rewards (e.g.
     reward-model outputs). Both results are detached and 0 off the mask.
     """
+    if kl_coef_unit not in KL_UNITS:
+        raise ValueError(f"kl_coef_unit must be one of {', '.join(KL_UNITS)}, got {kl_coef_unit!r}")
     lp, ref = _token_tensor("logprobs", logprobs), _token_tensor("ref_logprobs", ref_logprobs)
     same_shape(logprobs=lp, ref_logprobs=ref)
     m = _mask(mask, lp)
@@ -119,7 +127,9 @@ def kl_penalized_rewards(
     check_non_negative("kl_coef", kl_coef)
     kl = kl_penalty(_on(lp, m), _on(ref, m), kl_estimator)  # 0 off the mask for every estimator
     rewards = -kl_coef * kl
-    last = last_token_index(m)
+    last = last_token_index(m)  # also refuses a row without response tokens, before the division below
+    if kl_coef_unit == "sequence":
+        rewards = rewards / m.sum(dim=1, keepdim=True)
     rewards[torch.arange(lp.shape[0], device=lp.device), last] += scores.float()
     return rewards, kl
 
@@ -166,6 +176,32 @@ def whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8) 
     if not shift_mean:
         out = out + mean
     return _on(out, m)
+
+
+def masked_sum_rows(x: Tensor, mask: Tensor) -> Tensor:
+    """[B] per-row sum of x over mask (off-mask entries selected away)."""
+    return torch.where(mask > 0, x, torch.zeros_like(x)).sum(dim=1)
+
+
+def sequence_kl(kl: Tensor, mask: Tensor, kl_coef_unit: str = PPOConfig.kl_coef_unit) -> Tensor:
+    """[B] each row's KL in the unit kl_coef weighs: sum_t kl_t ("token") or mean_t kl_t ("sequence")."""
+    k = _token_tensor("kl", kl)
+    m = _mask(mask, k)
+    total = masked_sum_rows(k, m)
+    return total if kl_coef_unit == "token" else total / m.sum(dim=1).clamp(min=1)
+
+
+@torch.no_grad()
+def shape_scores(scores: Tensor, whiten_scores: bool = False, clip: float = 0.0, eps: float = 1e-8) -> Tensor:
+    """Sequence rewards [B] as PPO trains on them: whitened over the batch (mean 0, unbiased std 1) when asked,
+    then clipped to [-clip, clip] when clip > 0. fp32, detached."""
+    s = as_fp32("scores", scores, ndim=1)
+    check_non_negative("reward_clip", clip)
+    if whiten_scores and s.numel() > 1:
+        s = (s - s.mean()) * torch.rsqrt(s.var(unbiased=True) + eps)
+    elif whiten_scores:
+        s = s - s.mean()
+    return s.clamp(-clip, clip) if clip > 0 else s
 
 
 def ppo_policy_loss(
@@ -239,10 +275,13 @@ class PPOTargets:
     advantages: Tensor
     """Whitened over the batch when PPOLoss.whiten_advantages (the default, as TRL)."""
     returns: Tensor
+    scores: Tensor | None = None
+    """[B] the sequence rewards after `shape_scores` (what the last response token got)."""
 
     def rows(self, index: Tensor | slice) -> PPOTargets:
         """The targets of some rows (a PPO micro-batch)."""
-        return PPOTargets(self.rewards[index], self.kl[index], self.advantages[index], self.returns[index])
+        scores = None if self.scores is None else self.scores[index]
+        return PPOTargets(self.rewards[index], self.kl[index], self.advantages[index], self.returns[index], scores)
 
 
 @dataclass(frozen=True)
@@ -264,11 +303,19 @@ class PPOLoss:
     """Per-token KL estimate in the reward (PPOConfig has no key for it yet)."""
     whiten_advantages: bool = PPOConfig.whiten_advantages
     """Whiten advantages over the rollout batch's response tokens (TRL / OpenRLHF default)."""
+    kl_coef_unit: str = PPOConfig.kl_coef_unit
+    """What kl_coef multiplies: "token" (sum_t kl_t per response) or "sequence" (mean_t kl_t)."""
+    reward_whiten: bool = PPOConfig.reward_whiten
+    """Whiten the batch's sequence scores before clipping and KL shaping."""
+    reward_clip: float = PPOConfig.reward_clip
+    """Clip sequence scores to [-reward_clip, reward_clip]; 0 = off."""
 
     def __post_init__(self) -> None:
         if self.kl_estimator not in KL_ESTIMATORS:
             raise ValueError(f"kl_estimator must be one of {', '.join(KL_ESTIMATORS)}, got {self.kl_estimator!r}")
-        for name in ("kl_coef", "clip_range", "clip_range_value", "vf_coef"):
+        if self.kl_coef_unit not in KL_UNITS:
+            raise ValueError(f"kl_coef_unit must be one of {', '.join(KL_UNITS)}, got {self.kl_coef_unit!r}")
+        for name in ("kl_coef", "clip_range", "clip_range_value", "vf_coef", "reward_clip"):
             check_non_negative(name, getattr(self, name))
         _check_gae(self.gamma, self.lam)
 
@@ -282,14 +329,25 @@ class PPOLoss:
 
     @torch.no_grad()
     def targets(
-        self, logprobs: Tensor, ref_logprobs: Tensor, values: Tensor, mask: Tensor, scores: Tensor
+        self,
+        logprobs: Tensor,
+        ref_logprobs: Tensor,
+        values: Tensor,
+        mask: Tensor,
+        scores: Tensor,
+        kl_coef: float | None = None,
     ) -> PPOTargets:
-        """Rollout batch -> KL-shaped rewards -> GAE -> (whitened) advantages and returns."""
-        rewards, kl = kl_penalized_rewards(logprobs, ref_logprobs, mask, scores, self.kl_coef, self.kl_estimator)
+        """Rollout batch -> shaped scores -> KL-shaped rewards -> GAE -> (whitened) advantages and returns.
+        `kl_coef` (an adaptive controller's current value) replaces self.kl_coef when given."""
+        beta = self.kl_coef if kl_coef is None else kl_coef
+        shaped = shape_scores(scores, self.reward_whiten, self.reward_clip)
+        rewards, kl = kl_penalized_rewards(
+            logprobs, ref_logprobs, mask, shaped, beta, self.kl_estimator, self.kl_coef_unit
+        )
         advantages, returns = gae(rewards, values, mask, self.gamma, self.lam)
         if self.whiten_advantages:
             advantages = whiten(advantages, mask)
-        return PPOTargets(rewards, kl, advantages, returns)
+        return PPOTargets(rewards, kl, advantages, returns, shaped)
 
     def __call__(
         self,

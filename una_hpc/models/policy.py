@@ -103,13 +103,31 @@ class PolicyPair:
             return decoder_hidden(ref, batch, self.attn_impl), output_head(ref)
 
 
+def disable_dropout(model: nn.Module) -> nn.Module:
+    """Every dropout of the base model off: nn.Dropout modules and the float rates modules keep for functional
+    dropout (Llama's `attention_dropout`, MoE routers' `jitter_noise`). The implicit reward compares the policy with
+    a dropout-free reference, so noise in one side only would bias it (TRL's DPO does the same by default)."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+        for name, value in vars(module).items():
+            if isinstance(value, float) and ("dropout" in name or "jitter" in name):
+                setattr(module, name, 0.0)
+    return model
+
+
 def build_policy(cfg: ModelConfig, path: str | Path, device: torch.device, need_ref: bool = True) -> PolicyPair:
-    """Load the policy (and a reference unless LoRA provides it or reference logps are cached)."""
+    """Load the policy (and a reference unless LoRA provides it or reference logps are cached).
+
+    The policy trains in train mode: HF applies gradient checkpointing only to modules in train mode
+    (`from_pretrained` returns eval mode, where model.gradient_checkpointing silently did nothing). Dropout of the
+    base model is off (`disable_dropout`); LoRA's own dropout (model.lora_dropout) stays as configured."""
     attn = resolve_attn_implementation(cfg.attn_implementation, device)
-    policy = load_causal_lm(path, attn).to(device)
+    policy = disable_dropout(load_causal_lm(path, attn).to(device)).train()
     verify_output_head(policy)  # before the first step: an unknown head is one line, never wrong log-probs
     if cfg.gradient_checkpointing:
-        policy.gradient_checkpointing_enable()
+        # Non-reentrant: frozen embeddings (LoRA) need no input-grad hook, and packed kwargs pass through.
+        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.lora_rank > 0:
         policy = apply_lora(policy, cfg)
         output_head(policy)  # a LoRA-adapted lm_head is refused here, not at the first step

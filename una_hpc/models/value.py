@@ -4,9 +4,10 @@
     values = critic(input_ids, attention_mask)          # [B, T] float32
     critic.save_pretrained(out_dir); ValueModel.from_pretrained(out_dir)   # same values
 
-`from_pretrained` loads only the backbone (AutoModel) from an HF causal-LM or sequence-classification dir: the
-lm_head / score weights are not materialised. The value head starts small (normal, std 1/(hidden+1), as OpenRLHF's
-critic) unless the dir holds a saved head (`value_head.safetensors`, written by `save_pretrained`). The head is kept
+`from_pretrained` loads the backbone (AutoModel) from an HF causal-LM or sequence-classification dir. The value
+head is, in this order: a saved head (`value_head.safetensors`, written by `save_pretrained`); the score head of a
+reward model (a sequence-classification dir with one label: the critic starts as the RM, as InstructGPT, TRL and
+OpenRLHF start it); else a small fresh one (normal, std 1/(hidden+1), as OpenRLHF's critic). The head is kept
 in fp32 and the values come back fp32 whatever the backbone dtype.
 
 Alignment: values[:, t] is the value of the prefix input_ids[:, :t+1] — the state in which token t+1 is generated,
@@ -23,7 +24,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
-from transformers import AutoModel, PretrainedConfig, PreTrainedModel
+from transformers import AutoModel, AutoModelForSequenceClassification, PretrainedConfig, PreTrainedModel
 
 HEAD_FILE = "value_head.safetensors"
 META_FILE = "value_model.json"
@@ -32,6 +33,27 @@ META_FILE = "value_model.json"
 def positions_from_mask(attention_mask: Tensor) -> Tensor:
     """[B, T] position ids counting only attended tokens (left padding starts real tokens at 0); padding gets 0."""
     return (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)
+
+
+def is_reward_model_dir(path: str | Path) -> bool:
+    """An HF sequence-classification dir with one label (a reward model)."""
+    cfg = json.loads((Path(path) / "config.json").read_text())
+    archs = cfg.get("architectures") or []
+    labels = cfg.get("num_labels", len(cfg.get("id2label") or {}) or 2)
+    return any(a.endswith("ForSequenceClassification") for a in archs) and labels == 1
+
+
+def _score_head(path: Path) -> nn.Linear:
+    """The reward model's Linear(hidden, 1) score head as an fp32 value head (bias 0 when it has none)."""
+    rm = AutoModelForSequenceClassification.from_pretrained(str(path), dtype=torch.float32)
+    heads = [m for n, m in rm.named_children() if n != rm.base_model_prefix and isinstance(m, nn.Linear)]
+    if len(heads) != 1 or heads[0].out_features != 1:
+        raise ValueError(f"{path}: no Linear(hidden, 1) score head to start the value head from")
+    head = nn.Linear(heads[0].in_features, 1, dtype=torch.float32)
+    with torch.no_grad():
+        head.weight.copy_(heads[0].weight.float())
+        head.bias.copy_(heads[0].bias.float() if heads[0].bias is not None else torch.zeros(1))
+    return head
 
 
 class ValueModel(nn.Module):
@@ -111,6 +133,8 @@ class ValueModel(nn.Module):
             state = load_file(str(p / HEAD_FILE))
             head = nn.Linear(state["weight"].shape[1], 1, dtype=torch.float32)
             head.load_state_dict({k: v.float() for k, v in state.items()})
+        elif is_reward_model_dir(p):
+            head = _score_head(p)
         return cls(backbone, head, head_init_std)
 
     def save_pretrained(self, path: str | Path) -> Path:

@@ -13,11 +13,30 @@ from __future__ import annotations
 
 import contextlib
 import json
+import pickle
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import torch
+
 META_FILE = "una_engine.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read safely or written completely (one line; the CLI prints it, exit 1)."""
+
+
+def safe_load(path: str | Path, map_location=None):
+    """torch.load with weights_only=True: tensors and plain containers only, so a planted pickle cannot run code."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{path}: refused to load, it holds pickled Python objects, not only tensors ({first[:160]}); "
+            "a una-hpc checkpoint never does: do not resume or export from this directory"
+        ) from None
 
 
 def _staging(final: Path) -> Path:

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from ..models.lora import LORA_A_KEY, PEFT_PREFIX, merge_lora_state_dict
-from .checkpoint import read_meta, staged_dir
+from .checkpoint import read_meta, safe_load, staged_dir
 from .engine import TrainEngine
 
 WEIGHT_FILE = re.compile(r".*\.(safetensors|bin|pt|pth|ckpt)$|.*\.(safetensors|bin)\.index\.json$")
@@ -37,7 +37,7 @@ def merge_lora(state_dict: dict[str, Tensor], lora_scale: float | None) -> dict[
 
 
 def _load(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return safe_load(path, map_location="cpu")
 
 
 def merge_tp_shards(shards: list[dict[str, Tensor]], full_shapes: dict[str, list[int]]) -> dict[str, Tensor]:

@@ -12,24 +12,29 @@ world size to undo DeepSpeed's gradient averaging (engine.py docstring). Tested 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from ..config import Config
-from .checkpoint import read_meta, staged_dir, write_meta
+from .checkpoint import read_meta, safe_load, staged_dir, write_meta
 from .distributed import init_distributed
 from .ds_config import build_ds_config
 from .engine import TrainEngine
 from .grad_norm import global_grad_norm
+from .reshard import universal_checkpoint
 from .schedule import lr_lambda, param_groups
 
 CHECKPOINT_TAG = "state"
-CLIENT_KEY = "una_client_state"
+CLIENT_FILE = "una_client_state.pt"
+"""The trainer's client state, beside DeepSpeed's files and not inside them: ours is read with weights_only=True,
+DeepSpeed's own files are read by DeepSpeed (weights_only=False, docs/faults.md)."""
 
 
 class DeepSpeedEngine(TrainEngine):
@@ -82,18 +87,25 @@ class DeepSpeedEngine(TrainEngine):
         return self._ds(*args, **kwargs)
 
     def backward(self, loss: Tensor) -> None:
-        self._ds.backward(loss * self._loss_scale, scale_wrt_gas=False)
+        self._ds.backward(self.poison_nonfinite(loss) * self._loss_scale, scale_wrt_gas=False)
         self._run_releases()
 
     def step(self) -> dict[str, float]:
         self._run_releases()
         lr = self.lr
         norm = global_grad_norm(self.module.parameters(), self.tp_group) if self._measure_norm else None
+        if norm is not None and not math.isfinite(norm):
+            # ZeRO-0 (a torch optimizer) would apply it: skip; the grads are already reduced, so all ranks agree.
+            self._ds.zero_grad()
+            return {"grad_norm": norm, "lr": lr, "skipped": 1.0}
+        # ZeRO-1/2/3 skip a non-finite global norm themselves (fp32 always; bf16 with check_grad_overflow, on
+        # by default) and leave the scheduler alone: `skipped_steps` says whether it happened.
+        skipped_before = self._ds.skipped_steps
         self._ds.step()
         if norm is None:
             ds_norm = self._ds.get_global_grad_norm()
             norm = float(ds_norm) if ds_norm is not None else float("nan")
-        return {"grad_norm": norm, "lr": lr}
+        return {"grad_norm": norm, "lr": lr, "skipped": float(self._ds.skipped_steps > skipped_before)}
 
     @property
     def lr(self) -> float:
@@ -134,8 +146,9 @@ class DeepSpeedEngine(TrainEngine):
 
     def save_checkpoint(self, directory: str | Path, client_state: dict) -> None:
         with staged_dir(directory, self.is_main, self.barrier) as tmp:
-            self._ds.save_checkpoint(str(tmp), tag=CHECKPOINT_TAG, client_state={CLIENT_KEY: client_state})
+            self._ds.save_checkpoint(str(tmp), tag=CHECKPOINT_TAG)
             if self.is_main:
+                torch.save(client_state, tmp / CLIENT_FILE)
                 write_meta(
                     tmp,
                     backend="deepspeed",
@@ -154,12 +167,27 @@ class DeepSpeedEngine(TrainEngine):
                 f"{directory}: saved with zero_stage={meta['zero_stage']} tp_size={meta['tp_size']}, "
                 f"this run has zero_stage={self.zero_stage} tp_size={self.tp_size}"
             )
-        path, state = self._ds.load_checkpoint(
-            str(directory), tag=CHECKPOINT_TAG, load_optimizer_states=True, load_lr_scheduler_states=True
-        )
+        client = safe_load(Path(directory) / CLIENT_FILE)  # before DeepSpeed unpickles its own files
+        source, universal = str(directory), meta["world_size"] != self.world_size and self.zero_stage > 0
+        if universal:  # another rank count: re-partition from DeepSpeed's universal layout (reshard.py)
+            if self.tp_size > 1:
+                raise ValueError(f"{directory}: saved by {meta['world_size']} ranks; a TP run resumes on as many")
+            if self.zero_stage == 3:  # measured: after DeepSpeed 0.19's ZeRO-3 universal load the curve drifted
+                raise ValueError(
+                    f"{directory}: a ZeRO-3 checkpoint of {meta['world_size']} ranks resumes on {meta['world_size']} "
+                    f"ranks or on 1 (LocalEngine), not on {self.world_size}; ZeRO-1/2 resume on any count"
+                )
+            source = str(universal_checkpoint(directory, meta["tag"], self.is_main, self.barrier))
+        self._ds._config.load_universal_checkpoint = universal
+        try:
+            path, _ = self._ds.load_checkpoint(
+                source, tag=CHECKPOINT_TAG, load_optimizer_states=True, load_lr_scheduler_states=True
+            )
+        finally:
+            self._ds._config.load_universal_checkpoint = False
         if path is None:
             raise FileNotFoundError(f"{directory}: DeepSpeed found no checkpoint with tag {CHECKPOINT_TAG}")
-        return state.get(CLIENT_KEY, {})
+        return client
 
     def consolidated_state_dict(self) -> dict[str, Tensor] | None:
         if self.zero_stage == 3 or self.tp_size > 1:

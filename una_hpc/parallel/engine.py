@@ -23,6 +23,10 @@ loss)/d(theta): the engine never divides by the number of micro-batches (their c
 and DeepSpeedEngine multiplies the loss by the data-parallel world size to undo DeepSpeed's gradient averaging.
 Tensor-parallel ranks of one data-parallel replica see the same micro-batches and count them once.
 
+Non-finite steps (docs/faults.md). `backward` multiplies a non-finite loss by NaN, so its gradients are NaN; the
+global gradient norm, reduced over all ranks, is then NaN on every rank, and `step()` applies nothing (no optimizer
+or scheduler step, gradients zeroed) and returns "skipped": 1.0. Every rank decides from the same global norm.
+
 Training forwards go through the engine (`engine(...)` or `engine.hidden_states(...)`), never `engine.module(...)`:
 DeepSpeed's forward does per-micro-batch bookkeeping (ZeRO hook state, the TP input check). `engine.module` is the
 model itself (HF parameter names) for attribute access, evaluation and generation.
@@ -88,7 +92,8 @@ class TrainEngine(ABC):
     def step(self) -> dict[str, float]:
         """Clip to optim.max_grad_norm, optimizer step, scheduler step, zero grads.
 
-        Returns {"grad_norm": global norm before clipping, "lr": the learning rate this step used}.
+        Returns {"grad_norm": global norm before clipping, "lr": the learning rate this step used, "skipped": 1.0
+        when a non-finite loss or gradient norm kept the step from being applied (on every rank), else 0.0}.
         """
 
     @property
@@ -121,6 +126,13 @@ class TrainEngine(ABC):
             dist.barrier()
 
     # ---- shared helpers built on the abstract interface ----
+
+    @staticmethod
+    def poison_nonfinite(loss: Tensor) -> Tensor:
+        """The loss unchanged (x 1.0), or x NaN when it is not finite: its gradients then all turn NaN, so the
+        global-norm check skips the step on every rank (no host sync here)."""
+        ok = torch.isfinite(loss.detach())
+        return loss * torch.where(ok, torch.ones_like(loss), torch.full_like(loss, float("nan"))).detach()
 
     def output_head(self) -> OutputHead:
         """The lm_head (weight [V, H] or this rank's [V/tp, H] vocabulary shard, its bias) and the logit transform."""

@@ -74,7 +74,9 @@ class LiveEval:
         if cfg.eval.every == 0:
             return None
         check_live_eval(run)
-        prompts, _ = fit_prompts(run.tokenizer, read_eval_prompts(run.inputs.eval_path), cfg.data.max_prompt_length)
+        prompts, _ = fit_prompts(
+            run.tokenizer, read_eval_prompts(run.inputs.eval_path, run.inputs.eval_split), cfg.data.max_prompt_length
+        )
         prompts = prompts[: cfg.eval.num_prompts_during_training]
         if not prompts:
             raise ConfigError(

@@ -38,7 +38,9 @@ def run_eval(cfg: Config, model_dir: Path | None = None) -> dict:
         raise FileNotFoundError(f"{model_dir}: no trained model (run `una-hpc train` with this config first)")
     device = device_for(0)
     tokenizer = load_tokenizer(model_dir)
-    prompts, dropped = fit_prompts(tokenizer, read_eval_prompts(eval_path), cfg.data.max_prompt_length)
+    prompts, dropped = fit_prompts(
+        tokenizer, read_eval_prompts(eval_path, inputs.eval_split), cfg.data.max_prompt_length
+    )
     if dropped:
         print(f"eval: dropped {dropped} prompts over data.max_prompt_length={cfg.data.max_prompt_length} tokens")
     prompts = prompts[: cfg.eval.num_prompts]

@@ -57,10 +57,11 @@ def load_model(model: ModelLike, device: str | torch.device | None = None) -> nn
     return model
 
 
-def read_eval_prompts(path: str | Path) -> list[Prompt]:
+def read_eval_prompts(path: str | Path, split: str = "train") -> list[Prompt]:
     """Distinct prompts of a jsonl/json/parquet/csv file or save_to_disk dir with a `prompt` column (a string or a
-    message list; other columns ignored) or a conversational `messages` column; one-line DataErrors otherwise."""
-    table = load_table(path)
+    message list; other columns ignored) or a conversational `messages` column; one-line DataErrors otherwise.
+    `split` picks the split of a dir of splits or a DatasetDict (data.eval_split)."""
+    table = load_table(path, split)
     if "prompt" in table.column_names:  # a scored/pairwise table works too: only its prompts are read
         table = table.select_columns(["prompt"])
     return prompts_of(table, "conversational", str(path))

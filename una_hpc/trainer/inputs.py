@@ -28,6 +28,8 @@ class RunInputs:
     data_path: Path | None
     data_format: str
     eval_path: Path | None
+    eval_split: str = "train"
+    """The split of eval_path to read when it is a dir of splits or a DatasetDict (data.eval_split)."""
 
 
 def resolve_inputs(cfg: Config, *, need_data: bool = True) -> RunInputs:
@@ -50,7 +52,10 @@ def resolve_inputs(cfg: Config, *, need_data: bool = True) -> RunInputs:
         data = local_dir(data, setting="data.path", repo_type="dataset")
         if not data.exists():
             raise ConfigError(f"data.path {data}: no such file or directory")
-    return RunInputs(Path(model), Path(data) if data else None, fmt, Path(eval_path) if eval_path else None)
+    eval_split = cfg.data.eval_split or "train"
+    if not eval_path and cfg.data.eval_split and data:  # the held-out split of the training dataset itself
+        eval_path = data
+    return RunInputs(Path(model), Path(data) if data else None, fmt, Path(eval_path) if eval_path else None, eval_split)
 
 
 def resolve_view(view: str, loss_name: str) -> str:

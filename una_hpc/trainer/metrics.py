@@ -1,12 +1,14 @@
 """Metrics: metrics.jsonl (one JSON object per logged step), TensorBoard when installed, and a progress bar.
 
 The progress bar shows tokens/s, ETA, loss and implicit reward; metrics.jsonl rows carry at least step, loss and
-tokens_per_s (the command-line contract), plus lr, per-type losses, reward statistics and grad norm.
+tokens_per_s (the command-line contract), plus lr, per-type losses, reward statistics and grad norm. A NaN or inf
+(a skipped non-finite step, docs/faults.md) is written as null, so the file stays strict JSON.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -53,15 +55,16 @@ class MetricsLogger:
 
     def log(self, step: int, row: dict, tokens: int) -> dict:
         now = time.perf_counter()
-        row = {"step": step, **row, "tokens_per_s": tokens / max(now - self._t0, 1e-9)}
+        seconds = max(now - self._t0, 1e-9)  # since the previous row: log_every steps (and any eval between)
+        row = {"step": step, **row, "tokens": tokens, "step_s": seconds, "tokens_per_s": tokens / seconds}
         self._t0 = now
         if not self.enabled:
             return row
         with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(json.dumps({k: None if _nonfinite(v) else v for k, v in row.items()}) + "\n")
         if self._tb is not None:
             for k, v in row.items():
-                if isinstance(v, (int, float)) and k != "step":
+                if isinstance(v, (int, float)) and k != "step" and not _nonfinite(v):
                     self._tb.add_scalar(k, v, step)
         if self._bar is not None:
             post = {"loss": f"{row['loss']:.4f}", "tok/s": f"{row['tokens_per_s']:.0f}"}
@@ -72,7 +75,12 @@ class MetricsLogger:
         return row
 
     def close(self) -> None:
+        """Idempotent: a run stopped by a fault closes it before raising."""
         if self._bar is not None:
             self._bar.close()
         if self._tb is not None:
             self._tb.close()
+
+
+def _nonfinite(v) -> bool:
+    return isinstance(v, float) and not math.isfinite(v)

@@ -29,8 +29,8 @@ def global_counts(data, indices: list[int]) -> dict[str, int]:
     return dict(Counter(data[i].feedback for i in indices))
 
 
-def train(cfg: Config) -> Path:
-    """Run offline training; returns the final HF model dir."""
+def train(cfg: Config) -> Path | None:
+    """Run offline training; returns the final HF model dir (None when a preemption signal stopped it)."""
     run = open_run(cfg)
     check_batching(cfg, run.dist.world_size // max(cfg.parallel.tp_size, 1))
     data = load_training_data(cfg, run.inputs, run.tokenizer)  # DataError before anything is written
@@ -56,17 +56,18 @@ def train(cfg: Config) -> Path:
             batch = collate(
                 [data[i] for i in mb],
                 pad_id,
-                row_length=cfg.trainer.max_length,
+                row_length=cfg.data.row_length(cfg.trainer.max_length),
                 kto_kl=head.kl_sequences,
                 max_length=cfg.trainer.max_length,
             )
             if ref_cache is not None:
                 batch.ref_logps = ref_cache.for_batch(batch)
             batches.append(batch.to(run.device))
+        run.hook(step, batches)
         row = reduce_row(train_step(engine, pair, head, batches, global_counts(data, global_batch), cfg), engine)
         tokens = int(row.pop("tokens"))
         if live_eval is not None and (step + 1) % cfg.eval.every == 0:
             row.update(live_eval.metrics())
-        run.log(step + 1, {**row, "epoch": sampler.epoch_of(step + 1)}, tokens)
-        run.maybe_save(step + 1)
+        if run.end_step(step + 1, {**row, "epoch": sampler.epoch_of(step + 1)}, tokens):
+            break  # preempted: finish() saves this step and exits 0
     return run.finish()

@@ -30,9 +30,12 @@ def train(cfg: Config) -> Path:
         targets = normalize_rewards(rm_logits, cfg.loss.reward_normalize)
         examples = rollouts_to_examples(rollouts, targets)
         batches = [
-            collate([examples[i] for i in mb], pad_id, row_length=cfg.trainer.max_length).to(run.device)
+            collate([examples[i] for i in mb], pad_id, row_length=cfg.data.row_length(cfg.trainer.max_length)).to(
+                run.device
+            )
             for mb in micro_batches(list(range(len(examples))), cfg.trainer.micro_batch_size)
         ]
+        run.hook(step, batches)
         row = train_step(engine, run.pair, head, batches, engine.sum_over_dp({"score": len(examples)}), cfg)
         return {**row, "rm_reward": rm_logits.mean().item(), "target_mean": targets.mean().item()}
 

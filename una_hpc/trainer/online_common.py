@@ -43,7 +43,8 @@ class PromptSet:
 
 
 def load_prompt_set(cfg: Config, data_path: Path, data_format: str, tokenizer) -> PromptSet:
-    """The prompts of data.path that fit the length limit, with their token ids (rollouts start from these)."""
+    """The prompts of data.path that fit the length limit, with their token ids (rollouts start from these). Any
+    TRL type has prompts (prompt-only, prompt-completion, preference, ...; data.format=auto detects it)."""
     source = str(data_path)
     prompts = prompts_of(load_table(data_path, split=cfg.data.split), data_format, source, cfg.data.attribute_weights)
     ids = encode_prompts(tokenizer, prompts, source)
@@ -183,8 +184,9 @@ class OnlineHarness:
             )
         return mine, rollouts, logits
 
-    def finish_step(self, step: int, row: dict, mine: list[int], rollouts: list[Rollout], timer: PhaseTimer) -> None:
-        """Sync the new weights into the engine, add timing/memory/gold reward, log and checkpoint."""
+    def finish_step(self, step: int, row: dict, mine: list[int], rollouts: list[Rollout], timer: PhaseTimer) -> bool:
+        """Sync the new weights into the engine, add timing/memory/gold reward, log and checkpoint; whether a
+        preemption signal ends the run here."""
         engine = self.run.engine
         with timer.phase("sync"):
             self.rollout.sync_weights(policy_weights_for_sync(engine.module))
@@ -197,10 +199,9 @@ class OnlineHarness:
         if gold is not None:
             row["gold_reward"] = sum(gold) / len(gold)
         row = reduce_row(row, engine)
-        self.run.log(step + 1, row, int(row.pop("tokens")))
-        self.run.maybe_save(step + 1)
+        return self.run.end_step(step + 1, row, int(row.pop("tokens")))
 
-    def train(self, update) -> Path:
+    def train(self, update) -> Path | None:
         """`update(step, mine, rollouts, rm_logits) -> metrics row (with "tokens")`, timed as "train", every step."""
         try:
             for step in range(self.run.start_step, self.run.cfg.trainer.max_steps):
@@ -208,7 +209,8 @@ class OnlineHarness:
                 mine, rollouts, logits = self.sample(step, timer)
                 with timer.phase("train"):
                     row = update(step, mine, rollouts, logits)
-                self.finish_step(step, row, mine, rollouts, timer)
+                if self.finish_step(step, row, mine, rollouts, timer):
+                    break  # preempted: finish() saves this step and exits 0
         finally:
             self.rollout.close()
         return self.run.finish()

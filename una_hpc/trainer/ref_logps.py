@@ -9,6 +9,7 @@ LoRA from the adapter-disabled model (the fingerprint skips the adapter, so a re
 from __future__ import annotations
 
 import contextlib
+import time
 from pathlib import Path
 
 import torch
@@ -36,7 +37,9 @@ def _compute(model, attn_impl: str, data, pad_id: int, cfg: Config, device, chun
         else contextlib.nullcontext()
     )
     for idx in micro_batches(list(range(len(data))), chunk):
-        batch = collate([data[i] for i in idx], pad_id, row_length=cfg.trainer.max_length).to(device)
+        batch = collate([data[i] for i in idx], pad_id, row_length=cfg.data.row_length(cfg.trainer.max_length)).to(
+            device
+        )
         with autocast:
             hidden = decoder_hidden(model, batch, attn_impl)
         head = output_head(model)
@@ -84,6 +87,7 @@ def reference_logps(pair: PolicyPair, data, cfg: Config, model_path: Path, dist,
             print(f"reference logps: cache hit {cache.path}")
         return cache
     mine = data[dist.rank :: dist.world_size]
+    start = time.perf_counter()
     if ref_model is not None:
         scope = contextlib.nullcontext(ref_model)
     else:  # LoRA: adapter off; full fine-tuning: the untouched initial policy
@@ -95,7 +99,8 @@ def reference_logps(pair: PolicyPair, data, cfg: Config, model_path: Path, dist,
     values = _gather(part, dist.world_size)
     if dist.rank == 0:
         cache.save(values)
-        print(f"reference logps: computed for {len(values)} examples -> {cache.path}")
+        seconds = time.perf_counter() - start
+        print(f"reference logps: computed for {len(values)} examples in {seconds:.1f} s -> {cache.path}")
     if dist.world_size > 1:
         tdist.barrier()
     cache.load()

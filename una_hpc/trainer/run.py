@@ -5,8 +5,11 @@ run = open_run(cfg)                         # process group, device, model/data 
 run.load_policy(need_ref=...)               # policy (+ reference unless cached / LoRA)
 run.start(engine=build_engine(...))         # resume, output dir, config copy, metrics logger
 for step in range(run.start_step, cfg.trainer.max_steps):
-    ...; run.log(step + 1, row, tokens); run.maybe_save(step + 1)
-run.finish()                                # last checkpoint + final HF export
+    ...; if run.end_step(step + 1, row, tokens): break    # log, guard, checkpoint, preemption
+run.finish()                                # last checkpoint + final HF export (None when preempted)
+
+Faults (docs/faults.md): a skipped non-finite step is counted and too many in a row stop the run (faults.py);
+SIGTERM / SIGUSR1 end the loop at a step boundary every rank agrees on, with a checkpoint and exit 0.
 """
 
 from __future__ import annotations
@@ -18,11 +21,13 @@ from pathlib import Path
 import torch
 
 from ..config import Config, ConfigError, save_config
+from ..hooks import load_function
 from ..models.policy import PolicyPair, build_policy, load_tokenizer
 from ..parallel import DistInfo, build_engine, init_distributed
 from ..parallel.distributed import device_for
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .export import export_hf_model
+from .faults import NonFiniteGuard, Preemption
 from .inputs import RunInputs, resolve_inputs
 from .metrics import MetricsLogger
 
@@ -42,6 +47,12 @@ class Run:
     """Loop-specific state saved with every checkpoint."""
     extra_engines: dict = field(default_factory=dict)
     """Further engines checkpointed beside the policy's (PPO's critic), by name."""
+    step_hook: object = None
+    """trainer.step_hook resolved (fn(step, rank, batches)), or None."""
+    guard: NonFiniteGuard | None = None
+    preemption: Preemption | None = None
+    stopped_at: int | None = None
+    """The step a preemption signal ended the run after (None: not preempted)."""
     _saved_at: int = -1
     _tokens_since_log: int = 0
 
@@ -74,6 +85,8 @@ class Run:
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.out / "config.yaml")
         self._saved_at = self.start_step
+        self.guard = NonFiniteGuard(self.cfg.trainer.max_bad_steps)
+        self.preemption = Preemption.install()
         self.logger = MetricsLogger(
             self.out,
             self.cfg.trainer.max_steps,
@@ -89,24 +102,62 @@ class Run:
 
     def save(self, step: int) -> None:
         state = {"step": step, "examples_seen": step * self.cfg.trainer.batch_size, "extra": self.extra_state}
-        save_checkpoint(
-            self.engine, self.out, step, state, self.export, self.cfg.trainer.keep_checkpoints, self.extra_engines
-        )
+        try:
+            save_checkpoint(
+                self.engine, self.out, step, state, self.export, self.cfg.trainer.keep_checkpoints, self.extra_engines
+            )
+        except Exception:
+            if self.preemption is not None:  # the run ends here: give the process its signal handlers back
+                self.preemption.uninstall()
+            raise
         self._saved_at = step
 
+    def hook(self, step: int, batches: list) -> None:
+        """trainer.step_hook on this step's micro-batches (before their forward), if one is set."""
+        if self.step_hook is not None:
+            self.step_hook(step, self.dist.rank, batches)
+
     def log(self, step: int, row: dict, tokens: int) -> None:
-        """Count this step's tokens; write a metrics row every trainer.log_every steps and at the last step."""
+        """Count this step's tokens; write a metrics row every trainer.log_every steps, at the last step and at a
+        skipped (non-finite) step; stop with one line after trainer.max_bad_steps skipped steps in a row."""
         self._tokens_since_log += tokens
-        if step % self.cfg.trainer.log_every == 0 or step == self.cfg.trainer.max_steps:
+        bad = self.guard.observe(step, row)
+        if bad or step % self.cfg.trainer.log_every == 0 or step == self.cfg.trainer.max_steps:
             self.logger.log(step, row, self._tokens_since_log)
             self._tokens_since_log = 0
+        if self.guard.tripped:
+            self.logger.close()
+            self.preemption.uninstall()
+            raise self.guard.error(step, latest_checkpoint(self.out))
+
+    def end_step(self, step: int, row: dict, tokens: int) -> bool:
+        """After optimizer step `step` (1-based): log, checkpoint, and whether a preemption signal ends the run
+        here (agreed over all ranks, so every rank saves the same step)."""
+        self.log(step, row, tokens)
+        self.maybe_save(step)
+        if step < self.cfg.trainer.max_steps and self.preemption.requested(self.engine):
+            self.stopped_at = step
+            return True
+        return False
 
     def maybe_save(self, step: int) -> None:
         if self.cfg.trainer.save_every and step % self.cfg.trainer.save_every == 0:
             self.save(step)
 
-    def finish(self) -> Path:
+    def finish(self) -> Path | None:
         self.logger.close()
+        if self.stopped_at is not None:  # preempted: a checkpoint to resume from, no final export
+            if self._saved_at != self.stopped_at:
+                self.save(self.stopped_at)
+            self.preemption.uninstall()  # after the save: a second signal during it still exits at once
+            if self.is_main:
+                print(
+                    f"preempted: saved {latest_checkpoint(self.out)} at step {self.stopped_at}; resume with "
+                    f"the same command and trainer.resume=true",
+                    flush=True,
+                )
+            return None
+        self.preemption.uninstall()
         if self._saved_at != self.cfg.trainer.max_steps:
             self.save(self.cfg.trainer.max_steps)
         final = self.out / "final"
@@ -140,4 +191,5 @@ def open_run(cfg: Config) -> Run:
     device = device_for(dist.local_rank)
     torch.manual_seed(cfg.trainer.seed)
     inputs = resolve_inputs(cfg)
-    return Run(cfg, dist, device, inputs, load_tokenizer(inputs.model_path))
+    hook = load_function(cfg.trainer.step_hook, setting="trainer.step_hook")
+    return Run(cfg, dist, device, inputs, load_tokenizer(inputs.model_path), step_hook=hook)
