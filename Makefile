@@ -10,7 +10,7 @@ TORCH   ?= torch==2.13.0
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
 VLLM    := $(if $(HAS_GPU),rollout,rollout-cpu)
 
-.PHONY: venv test test-fast demo demo-real bench clean
+.PHONY: venv test test-fast demo demo-real bench replicate clean
 
 venv: $(STAMP)
 
@@ -43,6 +43,11 @@ demo: venv
 # SmolLM2-135M-Instruct -> scored verifiable data -> offline UNA-score with LoRA -> eval; resumes when re-run.
 demo-real: venv
 	$(VPY) -m una_hpc.task.demo_real configs/demo_real.yaml trainer.resume=true
+
+# The paper's comparison: every offline head, online UNA against PPO, 3 seeds each -> benchmarks/results/replicate.md.
+# Finished runs are kept under runs/replicate and not re-run: re-running after a kill continues.
+replicate: venv
+	$(VENV)/bin/una-hpc bench replicate
 
 bench: venv
 	TRITON_INTERPRET=1 $(VPY) benchmarks/kernels/bench_seq_logps.py --quick

@@ -1,10 +1,11 @@
-"""Command line: `una-hpc train|eval|demo|train-rm|config|data check`.
+"""Command line: `una-hpc train|eval|demo|train-rm|config|data check|bench replicate`.
 
     una-hpc data check data.jsonl --format pairwise
     una-hpc train configs/quickstart.yaml loss.beta=0.1 trainer.max_steps=20
     una-hpc eval  configs/quickstart.yaml
     una-hpc demo  configs/quickstart.yaml
     una-hpc config [configs/quickstart.yaml] [key.sub=value ...]   # every key: type, value, default, doc
+    una-hpc bench replicate [--quick]                               # the paper's comparison (una_hpc/bench)
 
 Bad configuration or data is reported as one line per problem on stderr with exit code 1, never a traceback; a
 config key without effect in the run is one `warning:` line (una_hpc/config.py). `run_train` and `run_evaluate`
@@ -114,7 +115,20 @@ def _data_check(args) -> int:
     return run_data_check(args.file, args.format, data_cfg=DataConfig(split=args.split))
 
 
+def _bench_replicate(args) -> int:
+    from .bench.replicate import RunFailed
+    from .bench.replicate import main as replicate
+
+    try:
+        return replicate(args)
+    except RunFailed as e:  # a method's run failed: which one, its log, and the log's last line
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .bench.replicate import add_arguments as replicate_arguments
+
     p = argparse.ArgumentParser(prog="una-hpc", description="UNA alignment training backend")
     sub = p.add_subparsers(dest="command", required=True)
     for name, fn, help_ in (
@@ -139,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--format", default="auto", choices=FORMAT_NAMES, help="auto: detect the TRL dataset type")
     check.add_argument("--split", default="train", help="split of a dataset dir (e.g. train_prefs)")
     check.set_defaults(fn=_data_check)
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
+    rep = bench.add_parser("replicate", help="the paper's comparison: every method, several seeds, one report")
+    replicate_arguments(rep)
+    rep.set_defaults(fn=_bench_replicate)
     return p
 
 

@@ -40,6 +40,7 @@ LOSS_KEYS: dict[str, tuple[str, ...]] = {
     "undesirable_weight": ("kto",),
     "type_weights": ("mixed",),
     "reward_normalize": ("una_online",),
+    "online_logratio": ("una_online",),
 }
 """loss.<key> -> the loss names whose head reads it; any other loss ignores it (a warning when it is set)."""
 
@@ -75,6 +76,7 @@ _RANGES: tuple[tuple[str, typing.Callable[[Any], bool], str], ...] = (
     ("trainer.batch_size", lambda v: v >= 1, ">= 1"),
     ("trainer.micro_batch_size", lambda v: v >= 0, ">= 0 (0 = a rank's whole share)"),
     ("trainer.max_steps", lambda v: v >= 1, ">= 1"),
+    ("trainer.max_time_s", lambda v: v >= 0, ">= 0 (0 = no time budget)"),
     ("trainer.max_length", lambda v: v >= 2, ">= 2 (one prompt and one response token)"),
     ("trainer.output_dir", lambda v: v != "", "a directory (not empty)"),
     ("trainer.seed", lambda v: v >= 0, ">= 0"),

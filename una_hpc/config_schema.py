@@ -116,6 +116,11 @@ class LossConfig:
     """Implicit-reward normalization for score regression."""
     binary_kind: Literal["mse", "bce"] = "mse"
     """UNA-binary regression: MSE on sigmoid(r) or BCE-with-logits on r."""
+    online_logratio: Literal["reference", "rollout"] = "reference"
+    """Online UNA: what the implicit reward's log-ratio is taken against. reference: log pi_theta / pi_ref (the
+    paper's form); rollout: against the policy that sampled the batch (the authors' public code), so each step's
+    loss starts at sigmoid(0) = 0.5 and its gradient is 2 (0.5 - target) beta/4 grad log pi, a REINFORCE-like update
+    with 0.5 as baseline; the reference then only serves the KL metrics."""
     desirable_weight: float = 1.0
     """KTO lambda_D."""
     undesirable_weight: float = 1.0
@@ -212,6 +217,11 @@ class TrainerConfig:
     share acts as 0. The no-grad reference-logp pass uses the same size."""
     max_steps: int = 100
     """Optimizer steps."""
+    max_time_s: float = 0.0
+    """Wall-clock budget of the training loop in seconds; 0 = none. The run ends after the first optimizer step that
+    finishes past it, as if max_steps were that step (last checkpoint, final export), every rank at the same step.
+    Counted from the loop's start in this process: a resumed run gets a fresh budget. For equal-time comparisons
+    (una-hpc bench replicate runs PPO and online UNA on the same budget)."""
     max_length: int = 256
     """Token limit per sequence (prompt + response) and per packed row."""
     output_dir: str = "runs/quickstart"

@@ -126,3 +126,23 @@ def test_invalid_data_exits_1_and_writes_nothing(tiny_model_dir, tmp_path):
     assert f"{bad}:2: field 'response'" in res.stderr and f"{bad}:2: field 'score'" in res.stderr
     assert "Traceback" not in res.stderr
     assert not out.exists() and not (tmp_path / "cache").exists()
+
+
+def test_time_budget_ends_the_run_as_if_max_steps_were_reached(
+    tiny_model_dir, score_data_file, tmp_path, capsys, monkeypatch
+):
+    """trainer.max_time_s: the step that crosses the budget is the last one, logged, checkpointed and exported, and
+    its curve is an uninterrupted run's up to that step (same data order, same schedule)."""
+    timed, full = tmp_path / "timed", tmp_path / "full"
+    # Each step sleeps 2 s in the step hook: the 3 s budget is crossed at step 2 unless a step computes for > 1 s.
+    monkeypatch.setenv("UNA_TEST_STEP_S", "2.0")
+    slow = {"trainer.max_time_s": 3.0, "trainer.step_hook": "fault_hooks:slow"}
+    final = run_training(
+        load_config(REPO / "configs/quickstart.yaml", _overrides(tiny_model_dir, score_data_file, timed, **slow))
+    )
+    steps = [json.loads(line)["step"] for line in (timed / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2] and final == timed / "final" and (final / "config.json").is_file()
+    assert "trainer.max_time_s=3 spent: the run ends at step 2" in capsys.readouterr().out
+    assert sorted(p.name for p in (timed / "checkpoints").iterdir()) == ["step-000002"]
+    run_training(load_config(REPO / "configs/quickstart.yaml", _overrides(tiny_model_dir, score_data_file, full)))
+    assert _losses(timed) == _losses(full)[:2]

@@ -35,6 +35,7 @@ LAYERS = (
     ("una_hpc.rollout",),
     ("una_hpc.trainer",),
     ("una_hpc.task",),
+    ("una_hpc.bench",),
     ("una_hpc.cli", "una_hpc.train", "una_hpc"),  # una_hpc itself: the Python API, beside the command line
 )
 """Bottom to top; a module may import its own layer and those below it."""

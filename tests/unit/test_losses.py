@@ -291,3 +291,26 @@ def test_bad_arguments_raise_clear_errors():
         from una_hpc.losses import get_head
 
         get_head("ppo2")
+
+
+def test_online_logratio_rollout_is_reinforce_with_half_as_baseline():
+    """loss.online_logratio=rollout (the authors' online code): the log-ratio against the sampling policy is 0 in
+    the forward, so the loss is mean (0.5 - t)^2 and d loss / d logp_i = 2 (0.5 - t_i) sigma'(0) beta / n
+    = (0.5 - t_i) beta / (2 n), whatever the reference says."""
+    from una_hpc.config import Config
+    from una_hpc.trainer.step import logratio_base
+
+    n, beta = 6, 0.3
+    cfg = Config()
+    cfg.loss = LossConfig(name="una_online", beta=beta, online_logratio="rollout")
+    t = SeqTargets(torch.full((n,), SCORE), torch.full((n,), -1), torch.rand(n, dtype=torch.float64))
+    p = _rand(n, torch.float64).requires_grad_(True)
+    head = LOSSES["una_online"]
+    base = logratio_base(head, cfg, p, _rand(n, torch.float64))
+    loss = head.loss(head(p, base, t, cfg.loss), t.example_counts(), cfg.loss)
+    (g,) = torch.autograd.grad(loss, p)
+    assert loss.item() == pytest.approx(((0.5 - t.target) ** 2).mean().item(), rel=1e-6)  # the head computes in fp32
+    assert torch.allclose(g, (0.5 - t.target) * beta / (2 * n), rtol=1e-5, atol=1e-9)
+    cfg.loss.online_logratio = "reference"  # the paper's form: the reference passes through untouched
+    r = _rand(n, torch.float64)
+    assert logratio_base(head, cfg, p, r) is r

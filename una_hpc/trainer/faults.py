@@ -80,14 +80,18 @@ class Preemption:
 
     def requested(self, engine) -> bool:
         """Whether any rank received a signal; a collective when distributed (every rank calls it every step)."""
-        flag = 1.0 if self.received is not None else 0.0
-        if dist.is_initialized() and dist.get_world_size() > 1:
-            t = torch.tensor([flag], device=engine.device)  # NCCL reduces device tensors only
-            dist.all_reduce(t, op=dist.ReduceOp.MAX)
-            flag = float(t.item())
-        return flag > 0
+        return any_rank(self.received is not None, engine.device)
 
     def uninstall(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True when `flag` is true on any rank; a collective when distributed (every rank must call it)."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        t = torch.tensor([float(flag)], device=device)  # NCCL reduces device tensors only
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return float(t.item()) > 0
+    return flag

@@ -15,6 +15,7 @@ SIGTERM / SIGUSR1 end the loop at a step boundary every rank agrees on, with a c
 from __future__ import annotations
 
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from ..parallel import DistInfo, build_engine, init_distributed
 from ..parallel.distributed import device_for
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .export import export_hf_model
-from .faults import NonFiniteGuard, Preemption
+from .faults import NonFiniteGuard, Preemption, any_rank
 from .inputs import RunInputs, resolve_inputs
 from .metrics import MetricsLogger
 
@@ -53,6 +54,9 @@ class Run:
     preemption: Preemption | None = None
     stopped_at: int | None = None
     """The step a preemption signal ended the run after (None: not preempted)."""
+    last_step: int | None = None
+    """The step trainer.max_time_s ended the run after (None: it ran to trainer.max_steps)."""
+    _loop_started: float = 0.0
     _saved_at: int = -1
     _tokens_since_log: int = 0
 
@@ -95,6 +99,7 @@ class Run:
             progress=self.cfg.trainer.progress,
             tensorboard=self.cfg.trainer.tensorboard,
         )
+        self._loop_started = time.perf_counter()
         return self.start_step
 
     def export(self, directory: Path) -> None:
@@ -117,12 +122,12 @@ class Run:
         if self.step_hook is not None:
             self.step_hook(step, self.dist.rank, batches)
 
-    def log(self, step: int, row: dict, tokens: int) -> None:
+    def log(self, step: int, row: dict, tokens: int, last: bool = False) -> None:
         """Count this step's tokens; write a metrics row every trainer.log_every steps, at the last step and at a
         skipped (non-finite) step; stop with one line after trainer.max_bad_steps skipped steps in a row."""
         self._tokens_since_log += tokens
         bad = self.guard.observe(step, row)
-        if bad or step % self.cfg.trainer.log_every == 0 or step == self.cfg.trainer.max_steps:
+        if bad or last or step % self.cfg.trainer.log_every == 0 or step == self.cfg.trainer.max_steps:
             self.logger.log(step, row, self._tokens_since_log)
             self._tokens_since_log = 0
         if self.guard.tripped:
@@ -132,13 +137,23 @@ class Run:
 
     def end_step(self, step: int, row: dict, tokens: int) -> bool:
         """After optimizer step `step` (1-based): log, checkpoint, and whether a preemption signal ends the run
-        here (agreed over all ranks, so every rank saves the same step)."""
-        self.log(step, row, tokens)
+        here (agreed over all ranks, so every rank saves the same step) or trainer.max_time_s is spent."""
+        out_of_time = step < self.cfg.trainer.max_steps and self._out_of_time()
+        self.log(step, row, tokens, last=out_of_time)
         self.maybe_save(step)
+        if out_of_time:
+            self.last_step = step
+            if self.is_main:
+                print(f"trainer.max_time_s={self.cfg.trainer.max_time_s:g} spent: the run ends at step {step}")
+            return True
         if step < self.cfg.trainer.max_steps and self.preemption.requested(self.engine):
             self.stopped_at = step
             return True
         return False
+
+    def _out_of_time(self) -> bool:
+        budget = self.cfg.trainer.max_time_s
+        return budget > 0 and any_rank(time.perf_counter() - self._loop_started > budget, self.engine.device)
 
     def maybe_save(self, step: int) -> None:
         if self.cfg.trainer.save_every and step % self.cfg.trainer.save_every == 0:
@@ -158,8 +173,9 @@ class Run:
                 )
             return None
         self.preemption.uninstall()
-        if self._saved_at != self.cfg.trainer.max_steps:
-            self.save(self.cfg.trainer.max_steps)
+        last = self.last_step or self.cfg.trainer.max_steps
+        if self._saved_at != last:
+            self.save(last)
         final = self.out / "final"
         self.export(final)
         return final

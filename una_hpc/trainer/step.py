@@ -58,12 +58,22 @@ def kernel_logps(
     )
 
 
+def logratio_base(head: LossHead, cfg: Config, logps: Tensor, ref_logps: Tensor) -> Tensor:
+    """What the implicit reward's log-ratio is taken against: the reference's logps, or with
+    loss.online_logratio=rollout (online UNA) the policy that sampled the batch. One optimizer step per rollout
+    batch makes that policy the one in this forward, so its logps, detached, are exactly the rollout-time ones."""
+    if head.loop == "online" and cfg.loss.online_logratio == "rollout":
+        return logps.detach()
+    return ref_logps
+
+
 def logps_and_loss(
     engine, pair: PolicyPair, head: LossHead, batch: PackedBatch, global_counts: dict[str, int], cfg: Config
 ) -> tuple[Tensor, HeadOutput]:
     """Policy logps (reference from the cache or the kernel's same pass) -> the head's globally normalized loss."""
     logps, ref = kernel_logps(engine, pair, batch, batch.seq_index, batch.num_seqs, with_ref=batch.ref_logps is None)
-    out = head(logps, batch.ref_logps if ref is None else ref, batch.targets, cfg.loss)
+    ref = logratio_base(head, cfg, logps, batch.ref_logps if ref is None else ref)
+    out = head(logps, ref, batch.targets, cfg.loss)
     return head.loss(out, global_counts, cfg.loss), out
 
 
