@@ -29,6 +29,12 @@ BACKENDS = ("auto", "torch", "triton")
 _TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
+def _mixed(hidden: torch.Tensor, weight: torch.Tensor) -> bool:
+    """16-bit hidden states with an fp32 (master) weight: tensor-core operands on the triton path (a 16-bit weight
+    copy per weight version), fp32 tiles on the torch path."""
+    return hidden.dtype in (torch.bfloat16, torch.float16) and weight.dtype == torch.float32
+
+
 def _check_tensor(name: str, x, ndim: int) -> None:
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"seq_logps: {name} must be a torch.Tensor, got {type(x).__name__}")
@@ -49,8 +55,11 @@ def _validate(hidden, weight, labels, seq_index, num_seqs, ref_hidden, ref_weigh
         raise ValueError(f"seq_logps: weight [V, H] must match hidden's H={H}, got shape {tuple(weight.shape)}")
     if V == 0:
         raise ValueError("seq_logps: weight has an empty vocabulary (V = 0)")
-    if not hidden.is_floating_point() or weight.dtype != hidden.dtype:
-        raise ValueError(f"seq_logps: hidden and weight must share one float dtype, got {hidden.dtype}, {weight.dtype}")
+    if not hidden.is_floating_point() or (weight.dtype != hidden.dtype and not _mixed(hidden, weight)):
+        raise ValueError(
+            f"seq_logps: hidden and weight must share one float dtype (or 16-bit hidden with an fp32 weight), "
+            f"got {hidden.dtype}, {weight.dtype}"
+        )
     for name, x in (("labels", labels), ("seq_index", seq_index)):
         if x.shape[0] != T:
             raise ValueError(f"seq_logps: {name} must have T={T} entries (one per hidden row), got {x.shape[0]}")
@@ -91,15 +100,17 @@ def _check_number(name: str, x, allow_none: bool = False) -> None:
         )
 
 
-def _validate_head(weight, bias, ref_bias, scale, softcap):
+def _validate_head(hidden, weight, bias, ref_bias, scale, softcap):
     V = weight.shape[0]
+    dtypes = {weight.dtype, hidden.dtype}  # one dtype, or both of a 16-bit hidden / fp32 weight pair
     for name, b in (("bias", bias), ("ref_bias", ref_bias)):
         if b is None:
             continue
-        if not isinstance(b, torch.Tensor) or b.shape != (V,) or b.dtype != weight.dtype or b.device != weight.device:
+        if not isinstance(b, torch.Tensor) or b.shape != (V,) or b.dtype not in dtypes or b.device != weight.device:
             got = f"{tuple(b.shape)} {b.dtype} on {b.device}" if isinstance(b, torch.Tensor) else type(b).__name__
+            also = f" (or hidden's {hidden.dtype})" if hidden.dtype != weight.dtype else ""
             raise ValueError(
-                f"seq_logps: {name} must be a [V={V}] tensor of weight's dtype {weight.dtype} on "
+                f"seq_logps: {name} must be a [V={V}] tensor of weight's dtype {weight.dtype}{also} on "
                 f"{weight.device}, got {got}"
             )
     _check_number("scale", scale)
@@ -146,6 +157,9 @@ def seq_logps(
     labels [T] ints, `ignore_index` for masked tokens; seq_index [T] ints in [0, num_seqs).
     bias [V] (weight's dtype and device) or None; scale > 0; softcap > 0 or None (no capping): logits are
     z = softcap * tanh(scale * (hidden @ weight.T + bias) / softcap), or scale * (hidden @ weight.T + bias).
+    hidden may be bf16 / fp16 with an fp32 weight (master weights under autocast; see operands.operand_dtype): the
+    triton path then multiplies hidden by a 16-bit copy of the weight made once per weight version (tensor cores,
+    fp32 accumulation), the torch path in fp32; grad_weight comes back in the weight's dtype.
     ref_hidden / ref_weight / ref_bias: the reference model's head; give any (the others default to the policy's) to
     get ref_logps, computed in the same pass under no grad, with the same scale and softcap. Pass the *same object* as
     `weight` for the one-W-load path. Gradients flow to hidden, weight and bias.
@@ -154,7 +168,7 @@ def seq_logps(
     backend: "torch" (chunked), "triton" (fused; CPU needs TRITON_INTERPRET=1), "auto" (triton on CUDA, else torch).
     """
     _validate(hidden, weight, labels, seq_index, num_seqs, ref_hidden, ref_weight, ignore_index, backend)
-    _validate_head(weight, bias, ref_bias, scale, softcap)
+    _validate_head(hidden, weight, bias, ref_bias, scale, softcap)
     scale, softcap = float(scale), (None if softcap is None else float(softcap))
     has_ref = ref_hidden is not None or ref_weight is not None or ref_bias is not None
     if has_ref:

@@ -1,5 +1,5 @@
 """Triton backend of seq_logps: vocab splits, strides, skipped blocks, fp16, output-head transforms (bias, scale,
-softcap), no [T, V] tensor, tuning configs.
+softcap), no [T, V] tensor, block configs (sm_90 compile: test_seq_logps_compile.py).
 
 Run: .venv/bin/python -m pytest tests/unit/test_seq_logps_triton.py -q   (CPU: Triton interpreter, kept small)
 """
@@ -15,7 +15,10 @@ if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"  # read when the kernels are decorated, i.e. at the import below
 
 pytest.importorskip("triton")
+from una_hpc.kernels import grad_matmul as mm  # noqa: E402
 from una_hpc.kernels import seq_logps  # noqa: E402
+from una_hpc.kernels import seq_logps_bwd as bwd  # noqa: E402
+from una_hpc.kernels import seq_logps_fwd as fwd  # noqa: E402
 from una_hpc.kernels import seq_logps_torch as st  # noqa: E402
 from una_hpc.kernels import seq_logps_triton as tt  # noqa: E402
 
@@ -212,6 +215,7 @@ def test_no_tensor_of_size_t_times_v_is_created(backend, monkeypatch):
     t, v, h = 96, 256, 16  # T*V = 24576 elements, six times any other tensor of the op ([V, H] is 4096)
     hidden, weight, labels, seq_index = batch(t=t, v=v, h=h, seed=4)
     monkeypatch.setattr(st, "tile_sizes", lambda T, V, H: (16, 64))  # the torch path's tiles, scaled down
+    monkeypatch.setattr(bwd, "DZ_CHUNK_ELEMS", t * 64)  # the triton backward's d(logits) chunk, scaled down alike
     hh, ww = hidden.requires_grad_(), weight.requires_grad_()
     with LargestTensor() as mode:
         logps, ref_logps = seq_logps(
@@ -222,57 +226,10 @@ def test_no_tensor_of_size_t_times_v_is_created(backend, monkeypatch):
 
 
 def test_block_sizes_are_powers_of_two():
-    configs = tt._configs()
-    assert len(configs) >= 4
-    for cfg in [c.kwargs for c in configs] + [tt.INTERPRETER_BLOCKS]:
+    configs = [fwd.gpu_config(True), fwd.gpu_config(False), bwd.GPU_CONFIG, tt.INTERPRETER_BLOCKS]
+    for cfg in configs:
         for name in ("BLOCK_T", "BLOCK_V", "BLOCK_D"):
             assert cfg[name] >= 16 and math.log2(cfg[name]).is_integer(), cfg
-
-
-AOT = r"""
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
-from una_hpc.kernels import seq_logps_triton as tt
-
-FLAGS = {"HAS_REF", "SHARED_H", "SHARED_W", "HAS_BIAS", "SCALED", "HAS_SOFTCAP", "UPCAST", "PREC", "COMPUTE_GH",
-         "COMPUTE_GW", "COMPUTE_GB", "BLOCK_T", "BLOCK_V", "BLOCK_D"}
-FP32_PTRS = {"M", "S", "Z", "RM", "RS", "RZ", "LSE", "G", "GH", "GW", "GB"}
-
-def signature(fn, dt):
-    sig = {}
-    for n in fn.arg_names:
-        sig[n] = ("*" + dt if n in ("Hp", "Wp", "Bp", "RHp", "RWp", "RBp") else "*i64" if n == "LAB"
-                  else "constexpr" if n in FLAGS else "*fp32" if n in FP32_PTRS
-                  else "fp32" if n in ("mul", "cap") else "i32")
-    return sig
-
-cfg = tt._configs()[0]
-PLAIN = dict(HAS_BIAS=False, SCALED=False, HAS_SOFTCAP=False)
-HEAD = dict(HAS_BIAS=True, SCALED=True, HAS_SOFTCAP=True)
-for fn, flags in ((tt._fwd_kernel, dict(HAS_REF=True, SHARED_H=False, SHARED_W=False, **PLAIN)),
-                  (tt._fwd_kernel, dict(HAS_REF=True, SHARED_H=True, SHARED_W=True, **PLAIN)),
-                  (tt._fwd_kernel, dict(HAS_REF=True, SHARED_H=False, SHARED_W=True, **HEAD)),
-                  (tt._bwd_kernel, dict(COMPUTE_GH=True, COMPUTE_GW=True, COMPUTE_GB=False, **PLAIN)),
-                  (tt._bwd_kernel, dict(COMPUTE_GH=True, COMPUTE_GW=True, COMPUTE_GB=True, **HEAD))):
-    consts = dict(cfg.kwargs, UPCAST=False, PREC="tf32", **flags)
-    k = triton.compile(ASTSource(fn, signature(fn, "bf16"), consts), target=GPUTarget("cuda", 90, 32),
-                       options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})
-    assert k.metadata.shared <= 232448, k.metadata.shared  # H100 shared memory per block
-print("compiled")
-"""
-
-
-def test_kernels_compile_for_h100_without_a_gpu():
-    """The interpreter skips GPU lowering: compile the bf16 kernels (plain head and bias + scale + softcap) to sm_90
-    cubins with the ptxas triton ships."""
-    import subprocess
-    import sys
-
-    from triton.backends.nvidia import compiler as nv
-
-    if not os.path.exists(os.path.join(os.path.dirname(nv.__file__), "bin", "ptxas")):
-        pytest.skip("this triton wheel ships no ptxas")
-    env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_DEFAULT_FP_FUSION": "1"}
-    out = subprocess.run([sys.executable, "-c", AOT], capture_output=True, text=True, timeout=300, env=env)
-    assert out.returncode == 0 and "compiled" in out.stdout, out.stderr[-3000:]
+    for cfg in (mm.GPU_CONFIG, mm.INTERPRETER_BLOCKS):
+        for name in ("BLOCK_M", "BLOCK_N", "BLOCK_K"):
+            assert cfg[name] >= 16 and math.log2(cfg[name]).is_integer(), cfg
