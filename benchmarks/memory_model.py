@@ -43,6 +43,8 @@ def table(shape: Shape, dp_total: int = 8) -> str:
     for method in ("una_offline", "una_online", "ppo"):
         for lora in (0, 32):
             for zero, tp in ((0, 1), (1, 1), (2, 1), (3, 1), (1, 2), (1, 8)):
+                if tp > 1 and method != "una_offline":
+                    continue  # online runs refuse tensor parallelism (config_checks.py): no rows for them
                 s = Setup(method=method, lora_rank=lora, zero=zero, tp=tp, dp=max(dp_total // tp, 1))
                 p = per_rank(shape, s)
                 act = sum(v for k, v in p.items() if k.startswith("act_"))

@@ -37,3 +37,8 @@ def verifiable_logged(prompts: list, completions: list[str]) -> list[float]:
     with open(os.environ["REWARD_LOG"], "a") as f:
         f.write(json.dumps({"prompts": prompts, "completions": completions, "rewards": rewards}) + "\n")
     return rewards
+
+
+def completion_chars(prompts: list, completions: list[str]) -> list[float]:
+    """Characters per completion / 10: varies between a prompt's samples, so group normalization has signal."""
+    return [len(c) / 10 for c in completions]

@@ -39,7 +39,7 @@ LOSS_KEYS: dict[str, tuple[str, ...]] = {
     "desirable_weight": ("kto",),
     "undesirable_weight": ("kto",),
     "type_weights": ("mixed",),
-    "reward_normalize": ("una_online",),
+    "reward_normalize": ("una_online", "ppo"),
     "online_logratio": ("una_online",),
 }
 """loss.<key> -> the loss names whose head reads it; any other loss ignores it (a warning when it is set)."""
@@ -91,7 +91,15 @@ _RANGES: tuple[tuple[str, typing.Callable[[Any], bool], str], ...] = (
     ("rollout.max_new_tokens", lambda v: v >= 1, ">= 1"),
     ("rollout.temperature", lambda v: v >= 0, ">= 0 (0 = greedy)"),
     ("rollout.top_p", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("rollout.top_k", lambda v: v >= -1, ">= 1, or 0 / -1 for off"),
+    ("rollout.truncated_penalty", lambda v: v >= 0, ">= 0"),
+    ("rollout.eval_every", lambda v: v >= 0, ">= 0 (0 = off)"),
+    ("rollout.eval_prompts", lambda v: v >= 1, ">= 1"),
     ("rollout.gpu_memory_utilization", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("rollout.sync_bucket_mb", lambda v: v > 0, "> 0"),
+    ("rollout.check_sync_every", lambda v: v >= 0, ">= 0 (0 = off)"),
+    ("rollout.check_sync_tolerance", lambda v: v > 0, "> 0"),
+    ("rollout.sleep_level", lambda v: v in (0, 1, 2), "0 (off), 1 or 2"),
     ("eval.num_prompts", lambda v: v >= 1, ">= 1"),
     ("eval.max_new_tokens", lambda v: v >= 1, ">= 1"),
     ("eval.temperature", lambda v: v >= 0, ">= 0 (0 = greedy)"),
@@ -153,8 +161,8 @@ def config_errors(cfg: Config) -> list[str]:
     - offline losses: a data.view other than auto must be one the head trains on (mixed: loss.name=mixed only);
       eval.every > 0 must be a multiple of trainer.log_every, needs zero_stage <= 2 and tp_size=1, and with your
       own data.path needs data.eval_path;
-    - online UNA and PPO: trainer.max_length > rollout.max_new_tokens (room for a prompt), zero_stage <= 2 and
-      tp_size=1 (weights are synced unpartitioned into the rollout engine); PPO: ppo.num_minibatches divides the
+    - online UNA and PPO: trainer.max_length > rollout.max_new_tokens (room for a prompt), tp_size=1 (each rank's
+      engine takes whole weights; ZeRO-3 syncs them bucket by bucket); PPO: ppo.num_minibatches divides the
       step's rollouts.
     """
     out: list[str] = []
@@ -249,11 +257,13 @@ def config_errors(cfg: Config) -> list[str]:
                 f"trainer.max_length={tr.max_length} leaves no room for a prompt: it must exceed "
                 f"rollout.max_new_tokens={ro.max_new_tokens} (loss.name={loss.name} generates)"
             )
-        if par.zero_stage == 3 or par.tp_size > 1:
+        if par.tp_size > 1:
             out.append(
-                "online runs sync unpartitioned weights into the rollout engine: use parallel.zero_stage "
-                "<= 2 and parallel.tp_size=1"
+                "online runs sync whole weights into each rank's rollout engine: tensor parallelism is not "
+                "wired for them; use parallel.tp_size=1 (ZeRO-0..3 work)"
             )
+        if par.zero_stage == 3 and ro.engine == "hf":
+            out.append("rollout.engine=hf cannot sample from a ZeRO-3 partitioned policy: use rollout.engine=vllm")
         per_step = ro.prompts_per_step * ro.samples_per_prompt
         if loop == "ppo" and cfg.ppo.num_minibatches >= 1 and per_step % cfg.ppo.num_minibatches:
             out.append(
@@ -265,6 +275,34 @@ def config_errors(cfg: Config) -> list[str]:
                 f"rollout.reward_fn={ro.reward_fn} and rollout.reward_model={ro.reward_model}: the explicit "
                 "reward comes from one of them; empty the other"
             )
+        out += _rollout_feature_errors(cfg, loop)
+    return out
+
+
+def _rollout_feature_errors(cfg: Config, loop: str) -> list[str]:
+    """Online UNA / PPO: stop strings, group normalization, truncated completions, rollout.eval_every."""
+    out: list[str] = []
+    ro, d, tr = cfg.rollout, cfg.data, cfg.trainer
+    if any(not isinstance(s, str) or not s for s in ro.stop):
+        out.append(f"config key rollout.stop: every stop string must be a non-empty string, got {_show(ro.stop)}")
+    if cfg.loss.reward_normalize in ("group", "group_std") and ro.samples_per_prompt < 2:
+        out.append(
+            f"loss.reward_normalize={cfg.loss.reward_normalize} compares the samples of a prompt: it needs "
+            f"rollout.samples_per_prompt >= 2, got {ro.samples_per_prompt}"
+        )
+    if loop == "ppo" and ro.truncated == "drop":
+        out.append(
+            "rollout.truncated=drop is for online UNA: PPO's minibatches need every rollout of a step; use "
+            "rollout.truncated=penalty"
+        )
+    if ro.eval_every > 0:
+        if tr.log_every >= 1 and ro.eval_every % tr.log_every:
+            out.append(
+                f"rollout.eval_every={ro.eval_every} must be a multiple of trainer.log_every={tr.log_every} (the "
+                "eval_* keys ride on that step's metrics row)"
+            )
+        if d.path and not (d.eval_path or d.eval_split):
+            out.append("rollout.eval_every needs held-out prompts: set data.eval_path (a file with a `prompt` column)")
     return out
 
 
@@ -316,7 +354,19 @@ def config_warnings(cfg: Config) -> list[str]:
             if _changed(d, key):
                 out.append(f"data.{key}={_show(getattr(d, key))} {why}")
         if ev.every > 0:
-            out.append(f"eval.every={ev.every} is ignored by loss.name={name} (offline training only)")
+            out.append(
+                f"eval.every={ev.every} is ignored by loss.name={name} (offline training only; online: "
+                "rollout.eval_every)"
+            )
+        if name == "ppo" and loss.reward_normalize in ("minmax", "zscore", "none"):
+            out.append(
+                f"loss.reward_normalize={loss.reward_normalize} is ignored by loss.name=ppo (it reads group and "
+                "group_std only; ppo.reward_whiten standardizes its rewards)"
+            )
+        if ro.truncated != "penalty" and _changed(ro, "truncated_penalty"):
+            out.append(
+                f"rollout.truncated_penalty={ro.truncated_penalty:g} is ignored by rollout.truncated={ro.truncated}"
+            )
         per_step = ro.prompts_per_step * ro.samples_per_prompt
         if _changed(tr, "batch_size") and tr.batch_size != per_step:
             out.append(

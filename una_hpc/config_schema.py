@@ -127,9 +127,15 @@ class LossConfig:
     """KTO lambda_U."""
     type_weights: dict[str, float] = field(default_factory=lambda: {"pairwise": 1.0, "binary": 1.0, "score": 1.0})
     """Mixed head: weight of each feedback type's mean loss."""
-    reward_normalize: Literal["sigmoid", "minmax", "zscore", "none"] = "sigmoid"
-    """Online UNA: map the explicit rewards (reward-model logits or rollout.reward_fn values) to [0, 1]; `none`
-    takes them as they are (a reward function that already returns [0, 1]; other values are an error)."""
+    reward_normalize: Literal["sigmoid", "minmax", "zscore", "group", "group_std", "none"] = "sigmoid"
+    """Online UNA: map the explicit rewards (reward-model logits or rollout.reward_fn values) to the [0, 1] target
+    that sigmoid(beta * logratio) regresses onto. sigmoid: sigmoid(reward); minmax / zscore: over the step's
+    rollouts; group / group_std (GRPO-style, needs rollout.samples_per_prompt >= 2): per prompt, the
+    advantage a = reward - mean of the prompt's samples (group_std: divided by their sample std, 0 when they are all
+    equal), target sigmoid(a): 0.5 for an average sample, above for a better one; `none` takes them as they are (a
+    reward function that already returns [0, 1]; other values are an error). PPO reads group / group_std only (its
+    sequence rewards become the unsquashed advantages a) and ignores the rest (raw rewards; ppo.reward_whiten
+    standardizes them)."""
 
 
 @dataclass
@@ -288,8 +294,46 @@ class RolloutConfig:
     """Sampling temperature."""
     top_p: float = 1.0
     """Nucleus sampling."""
+    top_k: int = 0
+    """Sample among the k most likely tokens only (both engines); 0 or -1 = off."""
+    stop: list[str] = field(default_factory=list)
+    """Stop strings: a completion is cut after the token whose text completes the first of them and counts as
+    finished, like EOS (both engines, one rule: una_hpc/rollout/stops.py). Empty: EOS and max_new_tokens only."""
+    truncated: Literal["keep", "penalty", "drop"] = "keep"
+    """Completions that hit max_new_tokens without EOS or a stop string: keep them as scored; penalty: subtract
+    rollout.truncated_penalty from their explicit reward (TRL's missing_eos_penalty), before loss.reward_normalize
+    (with `none`, the result is clamped at 0); drop: leave them out of the update (online UNA only; a rank whose
+    completions are all truncated keeps them, there would be nothing to train on). metrics.jsonl counts them
+    (`truncated`) either way."""
+    truncated_penalty: float = 1.0
+    """What rollout.truncated=penalty subtracts from a truncated completion's explicit reward (RM logit or
+    reward_fn value), >= 0."""
+    eval_every: int = 0
+    """Online UNA and PPO: every N steps (a multiple of trainer.log_every) generate one response per held-out prompt
+    (data.eval_path, the embedded task's held-out prompts by default) with the rollout engine and log eval_reward,
+    eval_reward_ci_low/high (95% interval), eval_response_tokens and eval_truncated into that step's metrics.jsonl
+    row. The reward: the eval.gold_reward hook where it knows the prompts (the embedded task), else eval.reward_model,
+    else rollout.reward_model / reward_fn. Generation: eval.max_new_tokens, eval.temperature (0 = greedy), the
+    rollout's stop strings, seeded by trainer.seed. Rank 0 evaluates. 0 = off."""
+    eval_prompts: int = 32
+    """Held-out prompts per rollout.eval_every evaluation (the first ones that fit)."""
     gpu_memory_utilization: float = 0.3
     """vLLM memory fraction when colocated with training."""
+    sync_bucket_mb: float = 256.0
+    """ZeRO-3 weight sync: parameters are gathered and pushed into the engine in buckets of at most this many MB
+    of full (unpartitioned) weights; a single tensor larger than that is a bucket of its own."""
+    check_sync_every: int = 0
+    """Every N steps, after the weight sync, compare the engine's log-probs of a short greedy probe with the
+    trainer's and stop with one line when they drift (0: never)."""
+    check_sync_tolerance: float = 1e-3
+    """Largest allowed |engine - trainer| log-prob per probe token (nats) for rollout.check_sync_every (fp32
+    measured ~3e-7; bf16 engines and trainers differ by rounding, so raise it there; bf16 is unmeasured here)."""
+    engine_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Level of vLLM's log file (OUTPUT_DIR/vllm.log, vllm.rankN.log on other ranks); the console shows only
+    vLLM's warnings and errors that matter."""
+    sleep_level: int = 0
+    """vLLM sleep mode while the trainer runs (CUDA only; a logged no-op on CPU): 1 = KV cache freed and weights
+    offloaded to host memory, 2 = both freed (the weight sync refills them); 0 = off."""
     reward_model: str = ""
     """Reward model dir or Hub id (AutoModelForSequenceClassification, num_labels=1). Empty with the embedded
     default: its RM; with your own model.path: set this or rollout.reward_fn."""

@@ -10,6 +10,7 @@ plain HF forward + log_softmax.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -88,9 +89,10 @@ class EngineHolder:
 
 
 @pytest.fixture(scope="module")
-def holder(tiny_model_dir):
+def holder(tiny_model_dir, tmp_path_factory):
     cfg = Config()
     cfg.trainer.max_length, cfg.trainer.seed, cfg.rollout.gpu_memory_utilization = 256, 0, 0.12
+    cfg.trainer.output_dir = str(tmp_path_factory.mktemp("vllm_run"))  # where vllm.log goes
     h = EngineHolder(cfg, tiny_model_dir)
     yield h
     if h.engine is not None:
@@ -217,3 +219,34 @@ def test_failed_sync_makes_engine_refuse_use(holder, tiny_model_dir, prompts):
     assert engine.unusable_reason == "closed"
     with pytest.raises(RuntimeError, match="unusable: closed"):
         engine.sync_weights(policy_weights_for_sync(policy))
+
+
+class _Trainer:
+    """What probe_sync reads of a TrainEngine: the model, its lm_head weight, a (no-op) ZeRO-3 gather."""
+
+    def __init__(self, model) -> None:
+        self.module = model
+
+    def output_weight(self):
+        return self.module.lm_head.weight
+
+    def gathered_params(self, params):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+def test_check_sync_probe_passes_after_sync_and_fails_in_one_line_when_stale(holder, tiny_model_dir, prompts):
+    from una_hpc.rollout.sync_check import SyncDriftError, probe_sync
+
+    engine = holder.get()
+    policy = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)).eval()
+    engine.sync_weights(policy_weights_for_sync(policy))
+    assert probe_sync(engine, _Trainer(policy), prompts[1], tolerance=1e-4) < 1e-5
+    perturb_(policy, seed=3, probe=prompts)  # the trainer moved on, the engine was not synced
+    with pytest.raises(SyncDriftError) as e:
+        probe_sync(engine, _Trainer(policy), prompts[1], tolerance=1e-3, step=7)
+    assert "\n" not in str(e.value) and str(e.value).startswith("step 7: after the weight sync")
+    # vLLM's console lines went to the run's log file (rollout.engine_log_level), warnings included
+    log = Path(holder.cfg.trainer.output_dir) / "vllm.log"
+    assert "Failed to load weights" in log.read_text()

@@ -10,7 +10,7 @@ from .heads import LOSSES, HeadOutput, LossHead, get_head
 from .kto import kto_kl_estimate, kto_loss, kto_losses
 from .ppo import PPOLoss, PPOTargets, gae, kl_penalized_rewards, kl_penalty, ppo_policy_loss, ppo_value_loss, whiten
 from .una_binary import una_binary_loss, una_binary_losses
-from .una_score import normalize_rewards, una_score_loss, una_score_losses
+from .una_score import group_advantages, normalize_rewards, una_score_loss, una_score_losses
 
 __all__ = [
     "dpo_loss",
@@ -23,6 +23,7 @@ __all__ = [
     "una_score_loss",
     "una_score_losses",
     "normalize_rewards",
+    "group_advantages",
     "LOSSES",
     "LossHead",
     "HeadOutput",

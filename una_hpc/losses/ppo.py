@@ -21,6 +21,7 @@ as in TRL and OpenRLHF, so vf_coef means the same as there. The adaptive KL cont
 from __future__ import annotations
 
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -160,18 +161,28 @@ def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float)
     return advantages, returns
 
 
-def whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8) -> Tensor:
+Reduce = Callable[[Tensor], Tensor]
+"""Sums a tensor over data-parallel ranks (TrainEngine.all_reduce_dp): batch statistics become global ones."""
+
+
+def _local(t: Tensor) -> Tensor:
+    return t
+
+
+def whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8, reduce: Reduce | None = None) -> Tensor:
     """Masked whitening: (x - mean) / sqrt(var + eps) over masked entries (unbiased var, as TRL's masked_whiten).
 
-    shift_mean=False adds the mean back (scale only, as for rewards). Unmasked positions come back 0.
+    shift_mean=False adds the mean back (scale only, as for rewards). Unmasked positions come back 0. `reduce`:
+    mean and variance over every rank's entries (None: this batch's).
     """
+    reduce = reduce or _local
     xf = _token_tensor("x", x)
     m = _mask(mask, xf)
-    n = m.sum()
+    n, total = reduce(torch.stack([m.sum(), masked_sum(xf, m)]))
     if n == 0:
         raise ValueError("cannot whiten: mask selects no element")
-    mean = masked_sum(xf, m) / n
-    var = masked_sum((xf - mean) ** 2, m) / (n - 1).clamp(min=1)
+    mean = total / n
+    var = reduce(masked_sum((xf - mean) ** 2, m)) / (n - 1).clamp(min=1)
     out = (xf - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
         out = out + mean
@@ -192,15 +203,22 @@ def sequence_kl(kl: Tensor, mask: Tensor, kl_coef_unit: str = PPOConfig.kl_coef_
 
 
 @torch.no_grad()
-def shape_scores(scores: Tensor, whiten_scores: bool = False, clip: float = 0.0, eps: float = 1e-8) -> Tensor:
-    """Sequence rewards [B] as PPO trains on them: whitened over the batch (mean 0, unbiased std 1) when asked,
-    then clipped to [-clip, clip] when clip > 0. fp32, detached."""
+def shape_scores(
+    scores: Tensor, whiten_scores: bool = False, clip: float = 0.0, eps: float = 1e-8, reduce: Reduce | None = None
+) -> Tensor:
+    """Sequence rewards [B] as PPO trains on them: whitened over the batch (mean 0, unbiased std 1; `reduce`: over
+    every rank's batch) when asked, then clipped to [-clip, clip] when clip > 0. fp32, detached."""
     s = as_fp32("scores", scores, ndim=1)
     check_non_negative("reward_clip", clip)
-    if whiten_scores and s.numel() > 1:
-        s = (s - s.mean()) * torch.rsqrt(s.var(unbiased=True) + eps)
-    elif whiten_scores:
-        s = s - s.mean()
+    if whiten_scores:
+        reduce = reduce or _local
+        n, total = reduce(torch.stack([s.new_tensor(float(s.numel())), s.sum()]))
+        mean = total / n
+        if n > 1:
+            var = reduce(((s - mean) ** 2).sum()) / (n - 1)
+            s = (s - mean) * torch.rsqrt(var + eps)
+        else:
+            s = s - mean
     return s.clamp(-clip, clip) if clip > 0 else s
 
 
@@ -336,17 +354,19 @@ class PPOLoss:
         mask: Tensor,
         scores: Tensor,
         kl_coef: float | None = None,
+        reduce: Reduce | None = None,
     ) -> PPOTargets:
         """Rollout batch -> shaped scores -> KL-shaped rewards -> GAE -> (whitened) advantages and returns.
-        `kl_coef` (an adaptive controller's current value) replaces self.kl_coef when given."""
+        `kl_coef` (an adaptive controller's current value) replaces self.kl_coef when given; `reduce` makes score
+        and advantage whitening global over data-parallel ranks."""
         beta = self.kl_coef if kl_coef is None else kl_coef
-        shaped = shape_scores(scores, self.reward_whiten, self.reward_clip)
+        shaped = shape_scores(scores, self.reward_whiten, self.reward_clip, reduce=reduce)
         rewards, kl = kl_penalized_rewards(
             logprobs, ref_logprobs, mask, shaped, beta, self.kl_estimator, self.kl_coef_unit
         )
         advantages, returns = gae(rewards, values, mask, self.gamma, self.lam)
         if self.whiten_advantages:
-            advantages = whiten(advantages, mask)
+            advantages = whiten(advantages, mask, reduce=reduce)
         return PPOTargets(rewards, kl, advantages, returns, shaped)
 
     def __call__(

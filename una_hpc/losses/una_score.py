@@ -5,6 +5,7 @@ normalize="sigmoid" regresses sigmoid(r) onto a score in [0, 1]; "none" regresse
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -35,10 +36,40 @@ def una_score_loss(
     return una_score_losses(policy, ref, score, beta, normalize).mean()
 
 
-def normalize_rewards(logits: Tensor, method: Literal["sigmoid", "minmax", "zscore", "none"] = "sigmoid") -> Tensor:
+RewardNormalize = Literal["sigmoid", "minmax", "zscore", "group", "group_std", "none"]
+
+
+def group_advantages(rewards: Tensor, groups: Sequence[int] | Tensor, std: bool = False) -> Tensor:
+    """GRPO-style per-prompt advantages: each reward minus the mean of its group (the samples of one prompt, same
+    id in `groups`); with `std`, divided by the group's sample std (n - 1; a group of one, or of equal rewards,
+    gets 0 everywhere)."""
+    x = rewards.detach().float()
+    ids = torch.as_tensor(groups, device=x.device)
+    if ids.shape != x.shape:
+        raise ValueError(f"{tuple(ids.shape)} group ids for {tuple(x.shape)} rewards")
+    out = torch.zeros_like(x)
+    for g in ids.unique():
+        m = ids == g
+        centered = x[m] - x[m].mean()
+        if std:
+            s = x[m].std() if int(m.sum()) > 1 else x.new_zeros(())
+            centered = centered / s if s > 0 else torch.zeros_like(centered)
+        out[m] = centered
+    return out
+
+
+def normalize_rewards(
+    logits: Tensor, method: RewardNormalize = "sigmoid", groups: Sequence[int] | Tensor | None = None
+) -> Tensor:
     """Online UNA: map the explicit rewards of one rollout batch to [0, 1] (UNA section 2.3 (d)); `none` keeps
-    rewards that are already in [0, 1] (a reward function's) and refuses others."""
+    rewards that are already in [0, 1] (a reward function's) and refuses others. `group` / `group_std` need
+    `groups` (each reward's prompt): the target is sigmoid(group_advantages(...)), 0.5 for a sample as good as its
+    prompt's average."""
     x = logits.detach().float()
+    if method in ("group", "group_std"):
+        if groups is None:
+            raise ValueError(f"reward normalization {method} needs the group (prompt) of every reward")
+        return torch.sigmoid(group_advantages(x, groups, std=method == "group_std"))
     if method == "none":
         if x.numel() and not bool(((x >= 0) & (x <= 1)).all()):
             raise ValueError(
@@ -54,4 +85,4 @@ def normalize_rewards(logits: Tensor, method: Literal["sigmoid", "minmax", "zsco
     if method == "zscore":  # z-score, then squashed to [0, 1]
         std = x.std(unbiased=False) if x.numel() > 1 else x.new_zeros(())
         return torch.sigmoid((x - x.mean()) / std) if std > 0 else torch.full_like(x, 0.5)
-    raise ValueError(f"reward normalization must be sigmoid, minmax, zscore or none, got {method!r}")
+    raise ValueError(f"reward normalization must be sigmoid, minmax, zscore, group, group_std or none, got {method!r}")

@@ -265,6 +265,28 @@ class TrainEngine(ABC):
             self._cached_vocab_start = int(sum(int(r) for r in everyone[:me]))
         return self._cached_vocab_start
 
+    def all_reduce_dp(self, t: Tensor) -> Tensor:
+        """A new tensor: `t` summed over the data-parallel group (global statistics: whitening, normalization)."""
+        out = t.detach().clone()
+        if self.dp_group is not None and self.dp_world_size > 1:
+            dist.all_reduce(out, group=self.dp_group)
+        return out
+
+    def all_gather_dp(self, t: Tensor) -> tuple[Tensor, list[int]]:
+        """Every data-parallel rank's `t` concatenated along dim 0 in dp-rank order (lengths may differ; the
+        other dims may not), and each rank's length."""
+        if self.dp_group is None or self.dp_world_size == 1:
+            return t.detach().clone(), [t.shape[0]]
+        n = torch.tensor([t.shape[0]], dtype=torch.long, device=t.device)
+        sizes = [torch.zeros_like(n) for _ in range(self.dp_world_size)]
+        dist.all_gather(sizes, n, group=self.dp_group)
+        lengths = [int(s) for s in sizes]
+        padded = t.detach().new_zeros((max(lengths), *t.shape[1:]))
+        padded[: t.shape[0]] = t.detach()
+        parts = [torch.empty_like(padded) for _ in lengths]
+        dist.all_gather(parts, padded, group=self.dp_group)
+        return torch.cat([p[:k] for p, k in zip(parts, lengths)]), lengths
+
     def sum_over_dp(self, values: dict[str, float]) -> dict[str, float]:
         """Sum per-rank numbers (example counts per feedback type) over the data-parallel group."""
         if self.dp_group is None or self.dp_world_size == 1:

@@ -45,6 +45,12 @@ class SamplingSettings:
     """Sampling temperature; 0 = greedy."""
     top_p: float = 1.0
     """Nucleus sampling mass."""
+    top_k: int = 0
+    """Sample among the k most likely tokens only; 0 or -1 = off."""
+    stop: tuple[str, ...] = ()
+    """Stop strings: the completion is cut after the token that completes the first one and counts as finished
+    (finish reason "stop"); the rule both engines apply is una_hpc/rollout/stops.py's. Engines decode with the
+    policy's tokenizer for this."""
     seed: int | None = None
     """Base seed: prompt i's samples use seeds seed + i*n + j (j < n), so every sample has its own stream and a
     call is reproducible. None: the engine's own random state (reproducible only as a whole run)."""
@@ -56,14 +62,31 @@ class SamplingSettings:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < -1:
+            raise ValueError(f"top_k must be >= 1, or 0 / -1 for off, got {self.top_k}")
+        if isinstance(self.stop, str) or any(not isinstance(s, str) or not s for s in self.stop):
+            raise ValueError(f"stop must be a sequence of non-empty strings, got {self.stop!r}")
+        object.__setattr__(self, "stop", tuple(self.stop))  # frozen and hashable, whatever sequence was given
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
 
+    @property
+    def k(self) -> int:
+        """top_k as the engines take it: 0 = off."""
+        return max(self.top_k, 0)
+
     @classmethod
     def from_config(cls, cfg: RolloutConfig, seed: int | None = None) -> SamplingSettings:
-        return cls(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=seed)
+        return cls(
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            top_k=cfg.top_k,
+            stop=tuple(cfg.stop),
+            seed=seed,
+        )
 
 
 @dataclass
@@ -77,11 +100,13 @@ class Rollout:
     prompt_ids: list[int]
     """The prompt's token ids, as given."""
     completion_ids: list[int]
-    """Sampled token ids; ends with the EOS token when finish_reason is "stop"."""
+    """Sampled token ids; ends with the EOS token, or the token completing a stop string, when finish_reason is
+    "stop"."""
     logprobs: list[float]
     """log pi(completion_ids[t] | prefix) under the raw logits, one per completion token."""
     finish_reason: str
-    """"stop" (an EOS token was sampled) or "length" (max_new_tokens or the engine's max length reached)."""
+    """"stop" (an EOS token was sampled, or a stop string completed) or "length" (max_new_tokens or the engine's
+    max length reached: a truncated completion, see rollout.truncated)."""
 
     def __post_init__(self) -> None:
         if len(self.logprobs) != len(self.completion_ids):

@@ -8,8 +8,11 @@ Only a missing vLLM falls back; an engine that fails to start (bad settings, bad
 
 - vLLM: `max_model_len = trainer.max_length` (prompt + completion), `gpu_memory_utilization` (on CPU: the fraction
   of host memory reserved for vLLM), `seed = trainer.seed`, `dtype = trainer.dtype`, eager mode. The new engine is
-  synced to the policy once, so a resumed or already-trained policy is sampled from its current weights.
-- HF: EOS ids from the model's config and generation config plus the tokenizer in model_dir (when there is one).
+  synced to the policy once, so a resumed or already-trained policy is sampled from its current weights (ZeRO-3:
+  bucket by bucket, rollout.sync_bucket_mb). Its logs go to trainer.output_dir/vllm.log (vllm.rankN.log on other
+  ranks) at rollout.engine_log_level; on CUDA the memory fraction is checked first (one line when it cannot fit).
+- HF: EOS ids from the model's config and generation config plus the tokenizer in model_dir (when there is one);
+  with rollout.stop, that tokenizer decodes for the stop strings (as vLLM's own, loaded from the same dir).
 
 Tested by: .venv/bin/python -m pytest tests/unit/test_rollout_factory.py tests/integration/test_vllm_sync.py -q
 """
@@ -25,8 +28,9 @@ from torch import nn
 from ..config import Config
 from .base import RolloutEngine, VLLMNotInstalledError
 from .hf_engine import HFEngine
-from .vllm_engine import VLLMEngine
-from .weights import policy_weights_for_sync
+from .vllm_engine import VLLMEngine, require_vllm
+from .vllm_host import check_engine_memory
+from .weights import weights_for_sync
 
 log = logging.getLogger(__name__)
 
@@ -60,21 +64,44 @@ def special_token_ids(policy_model: nn.Module, model_dir: Path) -> tuple[list[in
     return eos, pad if pad is not None else eos[0]
 
 
+def engine_log_file(cfg: Config) -> Path | None:
+    """OUTPUT_DIR/vllm.log on rank 0, vllm.rankN.log on the other ranks of a launched job; None (vLLM's own console
+    logging) when the output dir does not exist: an engine outside a training run creates no run directory."""
+    import os
+
+    if not Path(cfg.trainer.output_dir).is_dir():
+        return None
+    rank = int(os.environ.get("RANK", "0"))
+    return Path(cfg.trainer.output_dir) / ("vllm.log" if rank == 0 else f"vllm.rank{rank}.log")
+
+
 def build_vllm_engine(cfg: Config, policy_model: nn.Module, model_dir: Path) -> RolloutEngine:
+    require_vllm()
+    check_engine_memory(cfg.rollout.gpu_memory_utilization)  # the trainer's models are already on the device
     engine = VLLMEngine(
         model_dir,
         max_model_len=cfg.trainer.max_length,
         gpu_memory_utilization=cfg.rollout.gpu_memory_utilization,
         seed=cfg.trainer.seed,
         dtype=cfg.trainer.dtype,
+        log_file=engine_log_file(cfg),
+        log_level=cfg.rollout.engine_log_level,
+        sleep_level=cfg.rollout.sleep_level,
     )
-    engine.sync_weights(policy_weights_for_sync(policy_model))
+    engine.sync_weights(weights_for_sync(policy_model, cfg.rollout.sync_bucket_mb))
     return engine
 
 
 def build_hf_engine(cfg: Config, policy_model: nn.Module, model_dir: Path) -> RolloutEngine:
     eos, pad = special_token_ids(policy_model, model_dir)
-    return HFEngine(policy_model, eos_token_ids=eos, pad_token_id=pad, max_length=cfg.trainer.max_length)
+    tokenizer = None
+    if cfg.rollout.stop:  # matched on decoded text, with the tokenizer vLLM would load from the same dir
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    return HFEngine(
+        policy_model, eos_token_ids=eos, pad_token_id=pad, max_length=cfg.trainer.max_length, tokenizer=tokenizer
+    )
 
 
 ENGINE_BUILDERS: dict[str, EngineBuilder] = {"vllm": build_vllm_engine, "hf": build_hf_engine}

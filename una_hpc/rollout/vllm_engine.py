@@ -6,7 +6,9 @@
 
 - Prompts go in as token ids (TokensPrompt), samples come back as token ids with the sampled tokens' logprobs
   (`SamplingParams(logprobs=0)`, `logprobs_mode="raw_logprobs"`: log-softmax of the raw logits, i.e. the policy's
-  log-probability whatever the temperature/top-p, the quantity the trainer computes). No detokenization.
+  log-probability whatever the temperature/top-p/top-k, the quantity the trainer computes). No detokenization,
+  except with stop strings: vLLM stops on its detokenized text, and `stops.stop_cut` (the HF engine's rule, with
+  the model dir's tokenizer) then decides where the completion ends.
 - `sync_weights` streams (HF name, tensor) pairs into `collective_rpc("reload_weights")`: the worker lives in this
   process, so it receives the trainer's tensors by reference and copies them into its own (fused) parameters. Then
   the prefix cache is reset (cached KV blocks were computed with the old weights). The time is logged and kept in
@@ -22,12 +24,21 @@
   Also in-process, vLLM's CPU worker replaces `torch.set_num_threads` with a no-op that warns (it binds its OpenMP
   threads to cores): set the thread count before the engine starts (OMP_NUM_THREADS), not after.
 
-Tested by: .venv/bin/python -m pytest tests/integration/test_vllm_sync.py -q
+- Logs: vLLM's own logger writes to `log_file` (rollout.engine_log_level; the harness passes
+  OUTPUT_DIR/vllm.log, one file per rank) and the console keeps only warnings and errors, without the known
+  start-up chatter and the "RotaryEmbedding: Failed to load weights" line each reload prints (a layer with no
+  weights; harmless). A colocated engine inside a launched job shares the trainer's default process group;
+  `close()` keeps that group alive (vLLM's shutdown would destroy it under the trainer).
+- Sleep mode (CUDA only, `sleep_level` 1 or 2): `sleep()` releases the KV cache (and offloads or drops the
+  weights) while the trainer runs, `wake_up()` brings them back before the next sync and generation.
+
+Tested by: .venv/bin/python -m pytest tests/integration/test_vllm_sync.py tests/distributed/test_online_dp.py -q
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import json
 import logging
@@ -51,6 +62,8 @@ from .base import (
     WeightSyncError,
     check_prompts,
 )
+from .stops import stop_cut
+from .vllm_host import keep_default_process_group, quiet_vllm, resolve_sleep_level, route_vllm_logs
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +152,9 @@ class VLLMEngine:
         dtype: str = "float32",
         enforce_eager: bool = True,
         engine_args: dict[str, Any] | None = None,
+        log_file: str | Path | None = None,
+        log_level: str = "INFO",
+        sleep_level: int = 0,
     ) -> None:
         require_vllm()
         path = Path(model_dir)
@@ -150,13 +166,25 @@ class VLLMEngine:
         self._expected = checkpoint_names(path)
         self._unusable: str | None = None
         t0 = time.perf_counter()
-        from vllm import LLM
+        route_vllm_logs(log_file, log_level)
+        with quiet_vllm(log_file is not None):
+            from vllm import LLM
 
+        if log_file is not None:  # keep the engine from re-applying vLLM's console logging config at start-up
+            from vllm.config import LoggingConfig
+
+            quiet = {"logging_config": LoggingConfig(configure_logging=False), "use_tqdm_on_load": False}
+            engine_args = {**quiet, **(engine_args or {})}
+        self.sleep_level = resolve_sleep_level(sleep_level, torch.cuda.is_available())
+        """vLLM sleep level used between generations (0: never sleeps; sleep mode needs CUDA)."""
+        self._asleep = False
+        if self.sleep_level:
+            engine_args = {**(engine_args or {}), "enable_sleep_mode": True}
         self.import_seconds = time.perf_counter() - t0
         """Seconds spent importing vLLM (first engine of the process only)."""
         t0 = time.perf_counter()
         try:
-            with _in_process_engine_env(), _preserve_rng():
+            with _in_process_engine_env(), _preserve_rng(), quiet_vllm(log_file is not None):
                 self._llm = LLM(
                     model=str(path),
                     dtype=dtype,
@@ -198,8 +226,10 @@ class VLLMEngine:
                 n=n,
                 temperature=params.temperature,
                 top_p=params.top_p,
+                top_k=params.k,
+                stop=list(params.stop) or None,
                 logprobs=0,
-                detokenize=False,
+                detokenize=bool(params.stop),  # vLLM matches stop strings on its detokenized text
                 max_tokens=min(params.max_new_tokens, self.max_model_len - len(ids)),
                 seed=None if params.seed is None else params.seed + i * n,
             )
@@ -215,8 +245,19 @@ class VLLMEngine:
                     raise RuntimeError(f"vLLM request for prompt {i} ended with {c.finish_reason!r}")
                 tokens = list(c.token_ids)
                 logprobs = [step[tok].logprob for step, tok in zip(c.logprobs, tokens)]
-                rollouts.append(Rollout(i, c.index, list(ids), tokens, logprobs, c.finish_reason))
+                finish = c.finish_reason
+                cut = stop_cut(self.stop_tokenizer, params.stop, ids, tokens) if params.stop else None
+                if cut is not None:  # the rule the HF engine applies too (stops.py), whatever vLLM cut
+                    tokens, logprobs, finish = tokens[:cut], logprobs[:cut], "stop"
+                rollouts.append(Rollout(i, c.index, list(ids), tokens, logprobs, finish))
         return rollouts
+
+    @functools.cached_property
+    def stop_tokenizer(self):
+        """The tokenizer of the model dir (what the HF engine decodes with), loaded on the first stop string."""
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(str(self.model_dir))
 
     # -- weight sync --------------------------------------------------------------------------------------------
     def sync_weights(self, named_tensors: Iterable[tuple[str, Tensor]]) -> None:
@@ -262,13 +303,27 @@ class VLLMEngine:
         self.sync_stats.history.append(seconds)
         log.info("vLLM weight sync: %d tensors, %.1f MB in %.1f ms", len(sent), nbytes / 2**20, seconds * 1e3)
 
+    # -- sleep mode (CUDA) ---------------------------------------------------------------------------------------
+    def sleep(self) -> None:
+        """Release the KV cache (level 1: weights offloaded to host; 2: dropped) while the trainer runs."""
+        if self.sleep_level and not self._asleep:
+            self._llm.sleep(level=self.sleep_level)
+            self._asleep = True
+
+    def wake_up(self) -> None:
+        """Bring weights and KV cache back (before a sync: level 2 dropped the weights, the sync refills them)."""
+        if self._asleep:
+            self._llm.wake_up()
+            self._asleep = False
+
     # -- lifetime -----------------------------------------------------------------------------------------------
     def close(self) -> None:
         if self._unusable == "closed":
             return
         self._unusable = "closed"
         llm, self._llm = self._llm, None
-        llm.llm_engine.engine_core.shutdown()
+        with keep_default_process_group():
+            llm.llm_engine.engine_core.shutdown()
         del llm
 
     def __enter__(self) -> VLLMEngine:

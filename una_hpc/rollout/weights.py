@@ -9,7 +9,9 @@
   are not yielded; `modules_to_save` copies replace their originals). A disabled adapter yields the base weights.
 - Tied weights (e.g. lm_head tied to embed_tokens) are yielded once, under the first name (the embedding): the
   checkpoint of a tied model has no separate lm_head, and vLLM ties the two itself.
-- DeepSpeed/DDP wrappers (`.module`) are unwrapped. ZeRO-3 partitioned parameters must be gathered by the caller.
+- DeepSpeed/DDP wrappers (`.module`) are unwrapped. ZeRO-3 partitioned parameters: `weights_for_sync` (or
+  `zero3_weights_for_sync`) gathers them bucket by bucket, so no rank holds more than one bucket of full weights
+  (plus a LoRA layer's merged copy) beyond its partition; every rank must consume the iterator (collective).
 
 Tested by: .venv/bin/python -m pytest tests/unit/test_rollout_weights.py -q
 """
@@ -94,6 +96,80 @@ def _walk(module: nn.Module, prefix: str, lora: tuple[type, type] | None) -> Ite
         yield from _walk(child, f"{prefix}{cname}.", lora)
 
 
+def _is_zero3(p: nn.Parameter) -> bool:
+    return hasattr(p, "ds_numel")
+
+
+def _full_bytes(params: list[nn.Parameter]) -> int:
+    """Bytes of these parameters once gathered (ZeRO-3 keeps the full numel as ds_numel)."""
+    return sum(getattr(p, "ds_numel", p.numel()) * p.element_size() for p in params)
+
+
+def _units(module: nn.Module, prefix: str, lora: tuple[type, type] | None) -> Iterator[tuple[str, nn.Module, bool]]:
+    """(prefix, module, whole) in state-dict order: a LoRA layer or modules_to_save wrapper is one unit with all of
+    its parameters (merged together); any other module contributes only its own direct parameters."""
+    if lora is not None and isinstance(module, lora):
+        yield prefix, module, True
+        return
+    yield prefix, module, False
+    for cname, child in module.named_children():
+        yield from _units(child, f"{prefix}{cname}.", lora)
+
+
+def _unit_params(module: nn.Module, whole: bool, seen: set[int]) -> list[nn.Parameter]:
+    params = [p for p in module.parameters(recurse=whole) if id(p) not in seen]
+    seen.update(id(p) for p in params)
+    return params
+
+
+def _unit_items(prefix: str, module: nn.Module, whole: bool, lora, params: list[nn.Parameter]) -> Iterator[_Item]:
+    if whole:
+        yield from _walk(module, prefix, lora)
+        return
+    own = {id(p) for p in params}  # a tied parameter already sent under its first name is skipped
+    for pname, p in module.named_parameters(recurse=False):
+        if id(p) in own:
+            yield prefix + pname, p.detach(), False
+    for bname, b in module.named_buffers(recurse=False):
+        if bname not in module._non_persistent_buffers_set:
+            yield prefix + bname, b.detach(), False
+
+
+def zero3_weights_for_sync(model: nn.Module, bucket_bytes: int, gather=None) -> Iterator[tuple[str, Tensor]]:
+    """policy_weights_for_sync for a ZeRO-3 partitioned model: parameters are gathered in buckets of at most
+    `bucket_bytes` full bytes (one oversized unit is a bucket alone), each bucket's (merged) weights are yielded
+    while it is gathered, then it is partitioned again. Collective: every rank must consume the whole iterator
+    (gathers happen in the same order on every rank). `gather(params)` is the context that gathers
+    (default: deepspeed.zero.GatheredParameters, read-only); the consumer must copy each tensor before the next."""
+    if gather is None:
+        import deepspeed
+
+        def gather(params):
+            return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
+
+    hf, lora, seen = unwrap_hf_model(model), _lora_classes(), set()
+    bucket: list[tuple[str, nn.Module, bool, list[nn.Parameter]]] = []
+    size = 0
+
+    def flush() -> Iterator[tuple[str, Tensor]]:
+        params = [p for *_, ps in bucket for p in ps if _is_zero3(p)]
+        with gather(params):
+            for prefix, module, whole, ps in bucket:
+                for name, tensor, _ in _unit_items(prefix, module, whole, lora, ps):
+                    yield name, tensor
+
+    for prefix, module, whole in _units(hf, "", lora):
+        params = _unit_params(module, whole, seen)
+        unit = _full_bytes(params)
+        if bucket and size + unit > bucket_bytes:
+            yield from flush()
+            bucket, size = [], 0
+        bucket.append((prefix, module, whole, params))
+        size += unit
+    if bucket:
+        yield from flush()
+
+
 def policy_weights_for_sync(model: nn.Module) -> Iterator[tuple[str, Tensor]]:
     """(HF name, tensor) for every weight of the plain model; lazy, LoRA layers merged on the fly."""
     hf = unwrap_hf_model(model)
@@ -105,3 +181,11 @@ def policy_weights_for_sync(model: nn.Module) -> Iterator[tuple[str, Tensor]]:
                 continue
             seen.add(key)
         yield name, tensor
+
+
+def weights_for_sync(model: nn.Module, bucket_mb: float = 256.0) -> Iterator[tuple[str, Tensor]]:
+    """The sync iterator that fits the model: bucketed ZeRO-3 gathers when its parameters are partitioned
+    (rollout.sync_bucket_mb), else policy_weights_for_sync."""
+    if any(_is_zero3(p) for p in unwrap_hf_model(model).parameters()):
+        return zero3_weights_for_sync(model, int(bucket_mb * 2**20))
+    return policy_weights_for_sync(model)

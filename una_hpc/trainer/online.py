@@ -15,7 +15,7 @@ from pathlib import Path
 from ..config import Config
 from ..data.packing import collate
 from ..losses import get_head, normalize_rewards
-from .online_common import OnlineHarness, rollouts_to_examples
+from .online_common import OnlineHarness, global_then_mine, rollouts_to_examples
 from .sampler import micro_batches
 from .step import train_step
 
@@ -27,7 +27,12 @@ def train(cfg: Config) -> Path:
     engine, pad_id = run.engine, run.tokenizer.pad_token_id
 
     def update(step, mine, rollouts, rm_logits) -> dict:
-        targets = normalize_rewards(rm_logits, cfg.loss.reward_normalize)
+        # group / group_std: a prompt's samples are one group (all on this rank: prompts are sharded whole)
+        groups = [r.prompt_index for r in rollouts]
+        if cfg.loss.reward_normalize in ("minmax", "zscore"):  # batch statistics: over every rank's rewards
+            targets = global_then_mine(engine, rm_logits, lambda x: normalize_rewards(x, cfg.loss.reward_normalize))
+        else:
+            targets = normalize_rewards(rm_logits, cfg.loss.reward_normalize, groups=groups)
         examples = rollouts_to_examples(rollouts, targets)
         batches = [
             collate([examples[i] for i in mb], pad_id, row_length=cfg.data.row_length(cfg.trainer.max_length)).to(

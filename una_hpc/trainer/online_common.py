@@ -6,6 +6,14 @@ Both loops reuse the offline pieces unchanged — the engine (plain torch or Dee
 the metrics logger and progress bar — so UNA-vs-PPO comparisons differ only in the update rule. The explicit reward
 comes from rollout.reward_model as given (the entry points fill in the embedded task's) or from a batched function,
 rollout.reward_fn=module:function; the exact gold reward logged beside it comes from the eval.gold_reward hook.
+Completions cut by max_new_tokens are handled here (rollout.truncated, before either loop normalizes the reward),
+and rollout.eval_every's held-out evaluation (online_eval.py) rides on the step's metrics row.
+
+Under the deepspeed launcher every data-parallel rank holds its own colocated engine, samples its strided share of
+the step's prompts (its own seeds), scores and trains; batch statistics go through `global_then_mine` or the
+engine's all-reduce, so results do not depend on the rank count. After every step each rank syncs its engine
+(ZeRO-3: bucketed gathers, rollout.sync_bucket_mb) and, every rollout.check_sync_every steps, probes it against
+the trainer. Tested by: .venv/bin/python -m pytest tests/distributed/test_online_dp.py -q
 """
 
 from __future__ import annotations
@@ -26,7 +34,10 @@ from ..rollout.base import Rollout, SamplingSettings
 from ..rollout.factory import make_engine
 from ..rollout.reward import RewardModel
 from ..rollout.reward_fn import RewardFunction
-from ..rollout.weights import policy_weights_for_sync
+from ..rollout.sync_check import probe_sync
+from ..rollout.truncation import handle_truncated
+from ..rollout.weights import weights_for_sync
+from .online_eval import OnlineEval
 from .run import Run, open_run
 from .sampler import StepSampler, shard_for_rank
 from .step import reduce_row
@@ -67,11 +78,14 @@ def check_online_config(cfg: Config, dp_world_size: int) -> None:
             "rollout.reward_model (e.g. one trained by `una-hpc train-rm`) or a function with "
             "rollout.reward_fn=module:function"
         )
-    if cfg.parallel.zero_stage == 3 or cfg.parallel.tp_size > 1:
+    if cfg.parallel.tp_size > 1:
         raise ConfigError(
-            "online runs sync unpartitioned weights into the rollout engine: use parallel.zero_stage "
-            "<= 2 and parallel.tp_size=1"
+            "online runs sync whole weights into each rank's rollout engine: tensor parallelism is not wired for "
+            "them; use parallel.tp_size=1 (ZeRO-0..3 work)"
         )
+    if cfg.parallel.zero_stage == 3 and cfg.rollout.engine == "hf":
+        # HF generate stops at EOS per rank: ranks would run different numbers of ZeRO-3 gathering forwards
+        raise ConfigError("rollout.engine=hf cannot sample from a ZeRO-3 partitioned policy: use rollout.engine=vllm")
     if cfg.rollout.prompts_per_step % dp_world_size:
         raise ConfigError(
             f"rollout.prompts_per_step={cfg.rollout.prompts_per_step} must be a multiple of the "
@@ -110,6 +124,17 @@ class PhaseTimer:
         return {f"time_{k}_s": v for k, v in self.seconds.items()}
 
 
+def global_then_mine(engine, values: torch.Tensor, fn) -> torch.Tensor:
+    """`fn` applied to every data-parallel rank's `values` (concatenated in rank order), and this rank's part of
+    the result: batch statistics (min-max, z-score, group means) over the global batch, so results do not depend
+    on the rank count. Each rank holds whole prompt groups, so per-prompt groups stay contiguous."""
+    if engine.dp_world_size == 1:
+        return fn(values)
+    everything, lengths = engine.all_gather_dp(values)
+    start = sum(lengths[: engine.dp_rank])
+    return fn(everything)[start : start + values.shape[0]]
+
+
 def gold_rewards(gold, prompts: list, rollouts: list[Rollout], tokenizer) -> list[float] | None:
     """The exact reward of each rollout from the eval.gold_reward hook `gold`, or None (no hook, or prompts it does
     not know). `prompts` are indexed by Rollout.prompt_index."""
@@ -142,6 +167,14 @@ class OnlineHarness:
     """The eval.gold_reward hook (a function) or None."""
     rollout: object = None
     sampler: StepSampler | None = None
+    evaluator: OnlineEval | None = None
+    """rollout.eval_every's held-out evaluation (rank 0), or None."""
+    sampled: list[Rollout] = field(default_factory=list)
+    """This rank's rollouts of the current step as sampled, before rollout.truncated=drop (for the metrics)."""
+    truncated: int = 0
+    """How many of them hit max_new_tokens without finishing."""
+    sum_keys: tuple[str, ...] = ("loss", "tokens")
+    """Metrics that are each rank's share of a global sum (summed over ranks; the others are averaged)."""
 
     @classmethod
     def open(cls, cfg: Config) -> OnlineHarness:
@@ -157,11 +190,13 @@ class OnlineHarness:
             rm = RewardModel.from_pretrained(
                 cfg.rollout.reward_model, device=run.device, max_length=cfg.trainer.max_length
             )
-        return cls(run, prompts, rm, load_function(cfg.eval.gold_reward, setting="eval.gold_reward"))
+        gold = load_function(cfg.eval.gold_reward, setting="eval.gold_reward")
+        return cls(run, prompts, rm, gold, evaluator=OnlineEval.open(run, rm, gold))
 
     def start(self, engine=None) -> int:
         """Resume (if asked), then start the rollout engine on the resumed weights."""
         start = self.run.start(engine)
+        self.run.out.mkdir(parents=True, exist_ok=True)  # every rank's engine logs there (rank 0 may not have made it)
         self.rollout = make_engine(self.run.cfg, self.run.engine.module, self.run.inputs.model_path)
         self.sampler = StepSampler(
             len(self.prompts.ids), self.run.cfg.rollout.prompts_per_step, self.run.cfg.trainer.seed
@@ -169,7 +204,8 @@ class OnlineHarness:
         return start
 
     def sample(self, step: int, timer: PhaseTimer) -> tuple[list[int], list[Rollout], torch.Tensor]:
-        """This rank's prompts of the step, their rollouts and the reward model's logits."""
+        """This rank's prompts of the step, their rollouts to train on and their explicit rewards (reward-model
+        logits or reward_fn values), after rollout.truncated's penalty or drop."""
         cfg, engine = self.run.cfg, self.run.engine
         mine = shard_for_rank(self.sampler.global_batch(step), engine.dp_rank, engine.dp_world_size)
         with timer.phase("generate"):
@@ -182,14 +218,34 @@ class OnlineHarness:
             logits = self.rm.score_rollouts(rollouts, [self.prompts.texts[i] for i in mine], self.run.tokenizer).to(
                 self.run.device
             )
-        return mine, rollouts, logits
+        ro = cfg.rollout
+        keep, logits, self.truncated = handle_truncated(
+            rollouts, logits, ro.truncated, ro.truncated_penalty, clamp_unit=cfg.loss.reward_normalize == "none"
+        )
+        self.sampled = rollouts
+        return mine, [rollouts[i] for i in keep], logits
+
+    def _sleep(self) -> None:
+        """vLLM sleep mode (rollout.sleep_level, CUDA): free the engine's memory while the trainer runs."""
+        if hasattr(self.rollout, "sleep"):
+            self.rollout.sleep()
+
+    def _wake(self) -> None:
+        if hasattr(self.rollout, "wake_up"):
+            self.rollout.wake_up()
 
     def finish_step(self, step: int, row: dict, mine: list[int], rollouts: list[Rollout], timer: PhaseTimer) -> bool:
         """Sync the new weights into the engine, add timing/memory/gold reward, log and checkpoint; whether a
         preemption signal ends the run here."""
-        engine = self.run.engine
+        engine, ro = self.run.engine, self.run.cfg.rollout
         with timer.phase("sync"):
-            self.rollout.sync_weights(policy_weights_for_sync(engine.module))
+            self._wake()
+            self.rollout.sync_weights(weights_for_sync(engine.module, ro.sync_bucket_mb))
+        if ro.check_sync_every and (step + 1) % ro.check_sync_every == 0:
+            probe = (self.sampled or rollouts)[0].prompt_ids
+            with timer.phase("check_sync"):
+                row["sync_drift"] = probe_sync(self.rollout, engine, probe, ro.check_sync_tolerance, step + 1)
+        rollouts = self.sampled or rollouts  # what was sampled, also what rollout.truncated=drop left out
         row.update(
             response_tokens=sum(len(r.completion_ids) for r in rollouts) / len(rollouts),
             **timer.row(),
@@ -198,7 +254,12 @@ class OnlineHarness:
         gold = gold_rewards(self.gold, [self.prompts.texts[i] for i in mine], rollouts, self.run.tokenizer)
         if gold is not None:
             row["gold_reward"] = sum(gold) / len(gold)
-        row = reduce_row(row, engine)
+        row = reduce_row(row, engine, self.sum_keys)
+        row["truncated"] = engine.sum_over_dp({"n": self.truncated})["n"]  # a count over all ranks
+        if self.evaluator is not None and (step + 1) % self.run.cfg.rollout.eval_every == 0:
+            t0 = time.perf_counter()
+            row.update(self.evaluator.metrics(self.rollout))
+            row["time_eval_s"] = time.perf_counter() - t0
         return self.run.end_step(step + 1, row, int(row.pop("tokens")))
 
     def train(self, update) -> Path | None:
@@ -207,6 +268,7 @@ class OnlineHarness:
             for step in range(self.run.start_step, self.run.cfg.trainer.max_steps):
                 timer = PhaseTimer()
                 mine, rollouts, logits = self.sample(step, timer)
+                self._sleep()
                 with timer.phase("train"):
                     row = update(step, mine, rollouts, logits)
                 if self.finish_step(step, row, mine, rollouts, timer):

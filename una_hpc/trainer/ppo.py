@@ -3,7 +3,8 @@
     una-hpc train configs/online_ppo.yaml
 
 Per rollout batch: old / reference per-token logps (one fused-kernel pass) and critic values -> shaped scores
-(ppo.reward_whiten / reward_clip) -> KL-shaped rewards (beta: ppo.kl_coef in ppo.kl_coef_unit, adapted toward
+(rollout.truncated's penalty, loss.reward_normalize=group / group_std's per-prompt advantages, ppo.reward_whiten /
+reward_clip) -> KL-shaped rewards (beta: ppo.kl_coef in ppo.kl_coef_unit, adapted toward
 ppo.kl_target when set) -> GAE -> `ppo.epochs` epochs of `ppo.num_minibatches` optimizer steps of clipped surrogate
 (policy) + clipped value loss (critic). The critic is a second model, started from the reward model by default
 (ppo.critic_init), with its own engine and learning rate (ppo.critic_lr): the memory and time PPO pays over online
@@ -25,7 +26,7 @@ from ..losses.ppo import sequence_kl
 from ..models.value import ValueModel
 from ..parallel import build_engine
 from .online_common import OnlineHarness, rollouts_to_examples
-from .ppo_setup import critic_cfg, critic_source, minibatches, policy_cfg, updates_per_batch
+from .ppo_setup import critic_cfg, critic_source, minibatches, policy_cfg, sequence_rewards, updates_per_batch
 from .sampler import micro_batches
 from .step import token_logps
 
@@ -44,6 +45,7 @@ def train(cfg: Config) -> Path:
     critic_engine = build_engine(ValueModel.from_pretrained(critic_path).to(run.device), critic_cfg(cfg))
     run.extra_engines["critic"] = critic_engine
     harness.start(engine=build_engine(pair.policy, policy_cfg(cfg)))
+    harness.sum_keys = ("loss", "tokens", "policy_loss", "value_loss")  # normalized by the global token count
     engine, pad_id = run.engine, run.tokenizer.pad_token_id
     loss_fn = PPOLoss.from_config(cfg.ppo)
     kl_ctl = KLController.from_config(cfg.ppo)
@@ -63,7 +65,15 @@ def train(cfg: Config) -> Path:
             ref_logp = torch.cat([p[1] for p in parts])
             old_values = torch.cat([_critic_values(critic_engine, full.select_rows(c)) for c in chunks])
             beta = kl_ctl.value
-            targets = loss_fn.targets(old_logp, ref_logp, old_values, mask, scores, kl_coef=beta)
+            targets = loss_fn.targets(
+                old_logp,
+                ref_logp,
+                old_values,
+                mask,
+                sequence_rewards(scores, rollouts, cfg),
+                kl_coef=beta,
+                reduce=engine.all_reduce_dp,  # whitening over every rank's rollouts: independent of the rank count
+            )
         stats: dict[str, float] = {}
         n_micro = 0
         skipped = 0.0  # a non-finite epoch of either model marks the step (each engine skipped its own update)

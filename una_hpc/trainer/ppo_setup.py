@@ -12,6 +12,7 @@ import torch
 
 from ..config import Config, ConfigError
 from ..hub import local_dir
+from ..losses import group_advantages
 
 
 def updates_per_batch(cfg: Config) -> int:
@@ -46,6 +47,17 @@ def critic_source(cfg: Config, rm: object, policy_tokenizer: object, policy_path
         )
     path = str(local_dir(cfg.rollout.reward_model, setting="rollout.reward_model"))  # a Hub id: its cached dir
     return path, f"ppo: critic starts from the reward model ({path}), its score head as the value head"
+
+
+def sequence_rewards(scores: torch.Tensor, rollouts: list, cfg: Config) -> torch.Tensor:
+    """PPO's sequence rewards: with loss.reward_normalize=group / group_std each score minus its prompt's mean
+    (/ std), unsquashed (a prompt's samples are all on one rank); otherwise the scores as they are.
+    ppo.reward_whiten / reward_clip act afterwards, in PPOLoss."""
+    method = cfg.loss.reward_normalize
+    if method not in ("group", "group_std"):
+        return scores
+    groups = [r.prompt_index for r in rollouts]
+    return group_advantages(scores, groups, std=method == "group_std").to(scores.dtype)
 
 
 def minibatches(n_rows: int, num_minibatches: int, seed: int) -> list[list[int]]:

@@ -19,7 +19,7 @@ from torch import Tensor
 from ..config import Config
 from ..data.packing import collate
 from ..data.ref_cache import RefLogpCache, dataset_fingerprint, model_fingerprint, split_by_example
-from ..kernels import seq_logps
+from ..kernels import operand_dtype, seq_logps
 from ..models.output_head import output_head, verify_output_head
 from ..models.policy import PolicyPair, decoder_hidden, load_causal_lm
 from .sampler import micro_batches
@@ -44,12 +44,12 @@ def _compute(model, attn_impl: str, data, pad_id: int, cfg: Config, device, chun
             hidden = decoder_hidden(model, batch, attn_impl)
         head = output_head(model)
         logps, _ = seq_logps(
-            hidden,
-            head.weight.to(hidden.dtype),
+            hidden.to(operand_dtype(head.weight, autocast)),  # as the training step: r = 0 at step 0
+            head.weight,
             batch.labels.reshape(-1),
             batch.seq_index.reshape(-1),
             batch.num_seqs,
-            bias=_cast(head.bias, hidden.dtype),
+            bias=_cast(head.bias, operand_dtype(head.weight, autocast)),  # the engine casts it to hidden's dtype
             scale=head.scale,
             softcap=head.softcap,
         )

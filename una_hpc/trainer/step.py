@@ -18,6 +18,7 @@ from torch import Tensor
 
 from ..config import Config
 from ..data.batch import PackedBatch
+from ..kernels import operand_dtype
 from ..losses import HeadOutput, LossHead
 from ..models.attention import packed_forward_kwargs
 from ..models.policy import PolicyPair
@@ -42,13 +43,13 @@ def kernel_logps(
     if with_ref:
         with engine.autocast():
             ref_hidden, ref_head = pair.ref_hidden_and_head(batch)
-        ref_hidden = ref_hidden.to(weight.dtype)
+        ref_hidden = ref_hidden.to(operand_dtype(weight, engine.autocast()))  # bf16 on CUDA: tensor cores
         # Same tensor object => the kernel loads each W tile once for both (LoRA with the adapter off).
         if ref_head.weight is not weight:
             ref_weight = ref_head.weight.to(weight.dtype)
             ref_bias = ref_head.bias
     return engine.seq_logps(
-        hidden.to(weight.dtype),
+        hidden.to(operand_dtype(weight, engine.autocast())),
         batch.labels.reshape(-1),
         seq_index.reshape(-1),
         num_seqs,
@@ -130,8 +131,9 @@ def train_step(
     return {**stats.as_row(), **step_info, "tokens": stats.tokens}
 
 
-def reduce_row(row: dict, engine) -> dict:
-    """Sum the loss and tokens over data-parallel ranks, average the other metrics (logging only)."""
+def reduce_row(row: dict, engine, sum_keys: tuple[str, ...] = ("loss", "tokens")) -> dict:
+    """Sum `sum_keys` (each rank's share of a globally normalized loss, token counts) over data-parallel ranks,
+    average the other metrics (logging only)."""
     if engine.dp_world_size == 1:
         return row
     summed = engine.sum_over_dp({k: float(v) for k, v in row.items() if isinstance(v, (int, float))})
@@ -139,7 +141,7 @@ def reduce_row(row: dict, engine) -> dict:
     return {
         **row,
         **{
-            k: v if k in ("loss", "tokens") else row[k] if k in already_global else v / engine.dp_world_size
+            k: v if k in sum_keys else row[k] if k in already_global else v / engine.dp_world_size
             for k, v in summed.items()
         },
     }
