@@ -41,7 +41,7 @@ def test_quick_replicate_reports_every_method(tmp_path):
         assert len(rows[m.key]["models"]) == len(m.models)
     # The slower online method ran again on the faster one's training seconds: it fits in that budget's steps.
     assert rows[timed[0]]["steps"] <= 2
-    assert {c["claim"] for c in result["claims"]} == {">", ">=", "~"}
+    assert {c["claim"] for c in result["claims"]} == {">", ">=", "~", "vs"}
     md = (report / "replicate.md").read_text()
     for m in METHODS:
         assert f"| {m.label} |" in md

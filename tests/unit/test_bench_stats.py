@@ -50,6 +50,20 @@ def test_difference_of_two_methods():
     assert 0 < d.lo < d.mean < d.hi < 0.2
 
 
+def test_difference_on_the_same_prompts_is_paired():
+    """Prompt difficulty shared by both methods (spread 1.0) dwarfs a constant 0.05 advantage: resampling prompts
+    jointly leaves the difference's interval as narrow as the seed noise (0.01), independent resampling does not."""
+    rng = random.Random(3)
+    difficulty = [rng.random() for _ in range(200)]
+    a = [[d + 0.05 + 0.01 * rng.random() for d in difficulty] for _ in range(3)]
+    b = [[d + 0.01 * rng.random() for d in difficulty] for _ in range(3)]
+    paired = difference(a, b)
+    unpaired = difference(a, [g[:-1] for g in b])  # one prompt fewer: no longer the same prompts
+    assert paired.mean == pytest.approx(0.05, abs=0.002)
+    assert 0.04 < paired.lo < paired.hi < 0.06
+    assert unpaired.hi - unpaired.lo > 5 * (paired.hi - paired.lo)
+
+
 @pytest.mark.parametrize(
     "lo,hi,claim,expected",
     [
@@ -60,6 +74,9 @@ def test_difference_of_two_methods():
         (-0.2, -0.1, ">=", "contradicted"),
         (-0.1, 0.2, "~", "holds"),
         (0.1, 0.2, "~", "does not hold"),
+        (0.1, 0.2, "vs", "a ahead"),
+        (-0.2, -0.1, "vs", "b ahead"),
+        (-0.1, 0.2, "vs", "no difference shown"),
     ],
 )
 def test_verdicts(lo, hi, claim, expected):
