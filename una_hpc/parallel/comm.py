@@ -3,6 +3,7 @@
     x = copy_to_region(x, group)        # forward: identity        backward: all-reduce SUM of the gradient
     y = reduce_from_region(y, group)    # forward: all-reduce SUM  backward: identity
     all_reduce_max_(t, group)           # statistics only, outside autograd
+    all_reduce_sum_(t, group)           # statistics only, outside autograd
 
 Every function takes the process group explicitly. Tested by: tests/distributed/test_vocab_parallel.py
 """
@@ -60,4 +61,12 @@ def all_reduce_max_(t: Tensor, group) -> Tensor:
     """In-place elementwise MAX over the group (a statistic: carries no gradient)."""
     if _world(group) > 1:
         dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
+    return t
+
+
+@torch.no_grad()
+def all_reduce_sum_(t: Tensor, group) -> Tensor:
+    """In-place elementwise SUM over the group, outside autograd (inside a Function that owns its backward)."""
+    if _world(group) > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
     return t

@@ -51,6 +51,7 @@ from ..feedback import IGNORE_INDEX
 from ..kernels import seq_logps
 from ..models.output_head import OutputHead, output_head
 from .vocab_parallel import vocab_parallel_seq_logps
+from .vocab_parallel_kernel import kernel_applies, kernel_vocab_parallel_seq_logps
 
 # logits_to_keep with no positions: the HF causal-LM forward runs its body and skips the [T, V] logits.
 _NO_LOGITS = torch.empty(0, dtype=torch.long)
@@ -69,6 +70,9 @@ class TrainEngine(ABC):
     tp_group: Any = None
     """Tensor-parallel process group, None without tensor parallelism."""
     tp_size: int = 1
+    tp_logps_backend: str = "auto"
+    """Vocab-parallel seq_logps: "auto" (the fused kernel where seq_logps(backend="auto") picks it: CUDA), "triton"
+    (forced; on CPU under TRITON_INTERPRET=1) or "torch" (chunked torch). Set per engine (tests), not globally."""
     _release_after_backward: list  # set per instance in __init__ of the implementations
 
     @property
@@ -170,7 +174,8 @@ class TrainEngine(ABC):
         hidden [T, H] or [B, L, H] (flattened with labels/seq_index). The head's bias, scale and softcap come from
         `output_head` (the reference shares scale and softcap; ref_weight / ref_bias default to the policy's). Under
         tensor parallelism the vocabulary-parallel path runs over tp_group (ref_weight, when given, must be the
-        reference's shard of the same rows); otherwise una_hpc.kernels.seq_logps. Under ZeRO-3 the weight and bias
+        reference's shard of the same rows), on the fused kernel where `tp_logps_backend` picks it, policy and
+        reference in one pass; otherwise una_hpc.kernels.seq_logps. Under ZeRO-3 the weight and bias
         are gathered here if the caller has not, and stay gathered until the end of the next backward() (the
         kernel's backward reads them).
         """
@@ -212,6 +217,22 @@ class TrainEngine(ABC):
         if self.tp_size > 1 and getattr(weight, "tensor_model_parallel", False):
             vocab_start = self._vocab_start(weight)
             kw = dict(scale=head.scale, softcap=head.softcap, ignore_index=ignore_index)
+            if kernel_applies(hidden, weight, self.tp_logps_backend):  # policy and reference in one kernel pass
+                has_ref = ref_hidden is not None
+                return kernel_vocab_parallel_seq_logps(
+                    hidden,
+                    weight,
+                    vocab_start,
+                    labels,
+                    seq_index,
+                    num_seqs,
+                    self.tp_group,
+                    ref_hidden=ref_hidden,
+                    ref_weight_shard=(weight if ref_weight is None else ref_weight) if has_ref else None,
+                    bias_shard=bias,
+                    ref_bias_shard=ref_bias if has_ref else None,
+                    **kw,
+                )
             logps = vocab_parallel_seq_logps(
                 hidden, weight, vocab_start, labels, seq_index, num_seqs, self.tp_group, bias_shard=bias, **kw
             )
