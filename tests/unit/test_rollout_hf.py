@@ -7,28 +7,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from rollout_refs import peaky_policy  # tests/rollout_refs.py
+from transformers import AutoTokenizer
 
 from una_hpc.data import encode_prompts
 from una_hpc.rollout import HFEngine, SamplingSettings, max_logprob_drift, rollout_logps
 
 # fp32 per-sequence tolerance (nats) between engine logprob sums and the trainer's kernel; measured drift ~1e-6.
 TOL = 1e-4
-
-
-def perturbed_policy(model_dir, probe: list[list[int]], seed: int = 0):
-    """The tiny random model made peaky (so sampling is not uniform); EOS gets 0.9x the row of the token the model
-    favours on the probe prompts, so about half the samples stop before max_new_tokens."""
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=gen) * 0.02)
-        model.lm_head.weight.mul_(6.0)
-        hidden = model.model(input_ids=torch.tensor([sum(probe, [])])).last_hidden_state[0]
-        favoured = (hidden @ model.lm_head.weight.T).mean(0).argmax()
-        model.lm_head.weight[model.config.eos_token_id] = model.lm_head.weight[favoured] * 0.9
-    return model
 
 
 def prompts(model_dir) -> list[list[int]]:
@@ -41,7 +27,7 @@ def prompts(model_dir) -> list[list[int]]:
 @pytest.fixture(scope="module")
 def setup(tiny_model_dir):
     ps = prompts(tiny_model_dir)
-    model = perturbed_policy(tiny_model_dir, ps)
+    model = peaky_policy(tiny_model_dir, ps)
     eos = model.config.eos_token_id
     engine = HFEngine(model, eos_token_ids=[eos], pad_token_id=model.config.pad_token_id, max_length=256)
     return model, engine, ps, eos
