@@ -5,6 +5,7 @@
 Runs in TRL's own venv (no una_hpc import). Prints one JSON line: the time of `trainer.train()` and the loss per
 step. Everything a user would leave at TRL's defaults stays at them (gradient checkpointing included), except what
 the comparison fixes for both sides: batch, steps, length, learning rate, beta, LoRA, fp32, seed, no saving.
+benchmarks/gpu_dpo.py runs it on a GPU with --device cuda --bf16 1 --lora-rank 0 (full fine-tuning).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import time
 
 import torch
 from datasets import load_dataset
-from peft import LoraConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import DPOConfig, DPOTrainer
 
@@ -33,6 +33,8 @@ def main() -> None:
     ap.add_argument("--lora-rank", type=int, default=8)
     ap.add_argument("--gradient-checkpointing", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--bf16", type=int, choices=(0, 1), default=0, help="1: bf16 autocast over fp32 weights")
     args = ap.parse_args()
 
     start = time.perf_counter()
@@ -49,21 +51,25 @@ def main() -> None:
         lr_scheduler_type="constant",
         beta=args.beta,
         gradient_checkpointing=bool(args.gradient_checkpointing),
-        use_cpu=True,
-        bf16=False,
+        use_cpu=args.device == "cpu",
+        bf16=bool(args.bf16),
         logging_steps=1,
         save_strategy="no",
         report_to="none",
         seed=args.seed,
         dataloader_num_workers=0,
     )
-    lora = LoraConfig(
-        r=args.lora_rank,
-        lora_alpha=2 * args.lora_rank,
-        lora_dropout=0.0,
-        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-        task_type="CAUSAL_LM",
-    )
+    lora = None  # --lora-rank 0: full fine-tuning (TRL then keeps a frozen copy as the reference)
+    if args.lora_rank > 0:
+        from peft import LoraConfig  # only LoRA needs peft
+
+        lora = LoraConfig(
+            r=args.lora_rank,
+            lora_alpha=2 * args.lora_rank,
+            lora_dropout=0.0,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+            task_type="CAUSAL_LM",
+        )
     trainer = DPOTrainer(model=model, args=config, train_dataset=data, processing_class=tok, peft_config=lora)
     setup_s = time.perf_counter() - start
     t0 = time.perf_counter()

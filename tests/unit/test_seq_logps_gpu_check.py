@@ -1,7 +1,8 @@
 """benchmarks/gpu_check.py (the one-call H100/H200 check) runs end to end on CPU: --dry-run, tiny sizes, Triton
-interpreter; the JSON has every section and the fused op passes its own float64 and determinism checks.
+interpreter; the JSON has every section and the fused op passes its own float64 and determinism checks. Then
+benchmarks/gpu_dpo.py --dry-run adds its DPO tokens/s key (tiny model, una-hpc train in a child process).
 
-Run: .venv/bin/python -m pytest tests/unit/test_seq_logps_gpu_check.py -q   (~8 s on 2 CPU cores)
+Run: .venv/bin/python -m pytest tests/unit/test_seq_logps_gpu_check.py -q   (~15 s on 2 CPU cores)
 """
 
 import importlib.util
@@ -36,3 +37,24 @@ def test_gpu_check_dry_run_writes_the_json(tmp_path):
     status = {r["variant"]: r["status"] for r in report["speed"]}
     assert status["naive"] == status["triton"] == status["triton_mixed"] == "ok"
     assert status["liger"].startswith("skipped") or status["liger"] == "ok"
+
+
+def test_gpu_dpo_dry_run_adds_tokens_per_s(tmp_path):
+    """gpu_dpo.py --dry-run: the same code path as on the GPU (config-built model, una-hpc train in its own process,
+    metrics.jsonl, TRL where it imports) at tiny sizes; it adds its key to an existing gpu_check JSON."""
+    if torch.cuda.is_available():
+        pytest.skip("the dry run is the CPU check; on a GPU run benchmarks/gpu_check.sh")
+    spec = importlib.util.spec_from_file_location("gpu_dpo", ROOT / "benchmarks/gpu_dpo.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "check.json"
+    out.write_text(json.dumps({"device": "cpu"}))
+    assert mod.main(["--dry-run", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["device"] == "cpu"  # the kernel part's keys are kept
+    dpo = report["dpo_tokens_per_s"]
+    una = dpo["una_hpc"]
+    assert una["status"] == "ok", una
+    assert una["tokens_per_s_steady"] > 0 and una["tokens_per_s_train"] > 0 and una["steps"] == 2
+    assert dpo["setup"]["tokens"] > 0 and dpo["setup"]["model"]["num_hidden_layers"] == 2
+    assert dpo["trl"]["status"] in ("ok", "skipped: not installed")
