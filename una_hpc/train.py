@@ -13,4 +13,10 @@ from .cli import main
 
 if __name__ == "__main__":
     argv = [a for a in sys.argv[1:] if not a.startswith("--local_rank")]
-    sys.exit(main(["train", *argv]))
+    try:
+        code = main(["train", *argv])
+    finally:
+        from .parallel.distributed import close_distributed
+
+        close_distributed()  # before interpreter exit tears gloo's threads down (see close_distributed)
+    sys.exit(code)

@@ -110,7 +110,7 @@ def test_nan_and_sigusr1_on_one_rank(tiny_tp_model_dir, score_data_file, tmp_pat
         assert a["lr"] == pytest.approx(b["lr"], rel=1e-12)
 
 
-@pytest.mark.parametrize("zero_stage, targets", [(2, (1, 3)), (3, (1, 3))])
+@pytest.mark.parametrize("zero_stage, targets", [(1, (1, 3)), (2, (1, 3)), (3, (1, 3))])
 def test_checkpoint_of_2_ranks_resumes_on_1_and_3(zero_stage, targets, tiny_tp_model_dir, score_data_file, tmp_path):
     """Steps 3-5 resumed from the 2-rank step-2 checkpoint on 1 rank (LocalEngine) and on 3 ranks equal the 2-rank
     run's: weights, Adam moments and schedule re-partitioned, the same examples in every step. (ZeRO-3 on 3 ranks
