@@ -137,14 +137,18 @@ def run_one(
     return record
 
 
+def quick_overrides(online: bool, out: Path, quick: bool) -> tuple[str, ...]:
+    """--quick: the small task (built under --out), short eval, few steps; nothing otherwise."""
+    if not quick:
+        return ()
+    steps = QUICK_ONLINE if online else QUICK_OFFLINE
+    return (*QUICK_TASK, *QUICK_EVAL, *steps, f"task.dir={out / 'task'}")
+
+
 def run_all(methods: list[Method], seeds: list[int], out: Path, configs: Path, quick: bool) -> list[dict]:
-    task = QUICK_TASK if quick else ()
-    extra_eval = QUICK_EVAL if quick else ()
     records = []
     for m in methods:
-        extra = task + extra_eval + ((QUICK_ONLINE if m.online else QUICK_OFFLINE) if quick else ())
-        extra += (f"task.dir={out / 'task'}",) if quick else ()
-        records += [run_one(m, s, out, configs, extra) for s in seeds]
+        records += [run_one(m, s, out, configs, quick_overrides(m.online, out, quick)) for s in seeds]
     a, b = EQUAL_TIME_PAIR
     if a in {m.key for m in methods} and b in {m.key for m in methods}:
         records += equal_time_runs(records, seeds, out, configs, quick)
@@ -153,13 +157,12 @@ def run_all(methods: list[Method], seeds: list[int], out: Path, configs: Path, q
 
 def equal_time_runs(records: list[dict], seeds: list[int], out: Path, configs: Path, quick: bool) -> list[dict]:
     """Per seed, the slower of the online pair again on the faster one's training seconds (trainer.max_time_s)."""
-    extra = (QUICK_TASK + QUICK_EVAL + QUICK_ONLINE + (f"task.dir={out / 'task'}",)) if quick else ()
     runs = []
     for s in seeds:
         pair = {r["method"]: r for r in records if r["seed"] == s and r["method"] in EQUAL_TIME_PAIR and not r["tag"]}
         slow, fast = sorted(pair.values(), key=lambda r: -r["train_s"])
-        budget = fast["train_s"]
-        runs.append(run_one(BY_KEY[slow["method"]], s, out, configs, extra, tag="@time", budget_s=budget))
+        extra = quick_overrides(True, out, quick)
+        runs.append(run_one(BY_KEY[slow["method"]], s, out, configs, extra, tag="@time", budget_s=fast["train_s"]))
     return runs
 
 
