@@ -99,42 +99,45 @@ def _memory_7b() -> list[str]:
     return lines
 
 
-def _offline_table(rows: dict[str, dict]) -> list[str]:
-    heads = [t.split(":")[0] for t in paper.OFFLINE_TABLES]
-    lines = [
-        "| method | " + " | ".join(f"paper {h}" for h in heads) + " | gold reward | gain over base | win rate vs base "
-        "| KL to base | tokens/s | peak RSS MB | models held |",
-        "|---|" + "---|" * (len(heads) + 7),
-    ]
-    for key, r in rows.items():
-        if r["online"]:
-            continue
-        papers = [str(t.get(key, "-")) for t in paper.OFFLINE_TABLES.values()]
-        lines.append(
-            f"| {r['label']} | " + " | ".join(papers) + f" | {_iv(r['gold'])} | {_iv(r['gain'])} | {_iv(r['win'])} "
-            f"| {r['kl']:.2f} ± {r['kl_sd']:.2f} | {r['tokens_per_s']:.0f} | {r['peak_rss_mb']:.0f} "
-            f"| {len(r['models'])} |"
-        )
-    return lines
+def _kl(r: dict) -> str:
+    return f"{r['kl']:.2f} ± {r['kl_sd']:.2f}"
 
 
-def _online_table(rows: dict[str, dict]) -> list[str]:
-    heads = [t.split(":")[0] for t in paper.ONLINE_TABLES]
-    lines = [
-        "| method | " + " | ".join(f"paper {h}" for h in heads) + " | steps | gold reward | win rate vs base | KL "
-        "| training s | s/step generate / score / train / sync | peak MB (training) | models held |",
-        "|---|" + "---|" * (len(heads) + 8),
-    ]
+def _phases(r: dict) -> str:
+    return " / ".join(f"{r[f'phase_{k}_s']:.2f}" for k in ("generate", "score", "train", "sync"))
+
+
+OFFLINE_COLUMNS = (
+    ("gold reward", lambda r: _iv(r["gold"])),
+    ("gain over base", lambda r: _iv(r["gain"])),
+    ("win rate vs base", lambda r: _iv(r["win"])),
+    ("KL to base", _kl),
+    ("tokens/s", lambda r: f"{r['tokens_per_s']:.0f}"),
+    ("peak RSS MB", lambda r: f"{r['peak_rss_mb']:.0f}"),
+    ("models held", lambda r: str(len(r["models"]))),
+)
+ONLINE_COLUMNS = (
+    ("steps", lambda r: f"{r['steps']:.0f}"),
+    ("gold reward", lambda r: _iv(r["gold"])),
+    ("win rate vs base", lambda r: _iv(r["win"])),
+    ("KL", _kl),
+    ("training s", lambda r: f"{r['train_s']:.0f}"),
+    ("s/step generate / score / train / sync", _phases),
+    ("peak MB (training)", lambda r: f"{r['train_peak_mb']:.0f}"),
+    ("models held", lambda r: f"{len(r['models'])} ({', '.join(r['models'])})"),
+)
+
+
+def _method_table(rows: dict[str, dict], online: bool) -> list[str]:
+    """One row per offline (or online) method: the paper's table averages where it has the method (an equal-time
+    rerun "ppo@time" shows its method's), then our columns."""
+    tables, columns = (paper.ONLINE_TABLES, ONLINE_COLUMNS) if online else (paper.OFFLINE_TABLES, OFFLINE_COLUMNS)
+    heads = [f"paper {t.split(':')[0]}" for t in tables] + [name for name, _ in columns]
+    lines = ["| method | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads)]
     for key, r in rows.items():
-        if not r["online"]:
-            continue
-        papers = [str(t.get(key.split("@")[0], "-")) for t in paper.ONLINE_TABLES.values()]
-        phases = " / ".join(f"{r[f'phase_{k}_s']:.2f}" for k in ("generate", "score", "train", "sync"))
-        lines.append(
-            f"| {r['label']} | " + " | ".join(papers) + f" | {r['steps']:.0f} | {_iv(r['gold'])} | {_iv(r['win'])} "
-            f"| {r['kl']:.2f} ± {r['kl_sd']:.2f} | {r['train_s']:.0f} | {phases} | {r['train_peak_mb']:.0f} "
-            f"| {len(r['models'])} ({', '.join(r['models'])}) |"
-        )
+        if r["online"] == online:
+            cells = [str(t.get(key.split("@")[0], "-")) for t in tables.values()] + [f(r) for _, f in columns]
+            lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -231,7 +234,7 @@ def write_report(records: list[dict], out: Path, *, quick: bool = False) -> Path
         "",
         "## Offline (paper Tables 1-3: Mistral-7B on HelpSteer2; ours: gold reward on the embedded task)",
         "",
-        *_offline_table(rows),
+        *_method_table(rows, online=False),
         "",
         "### The paper's offline ordering, measured",
         "",
@@ -246,7 +249,7 @@ def write_report(records: list[dict], out: Path, *, quick: bool = False) -> Path
         ),
         "## Online UNA against PPO (paper Tables 4-6: Qwen2-1.5B)",
         "",
-        *_online_table(rows),
+        *_method_table(rows, online=True),
         "",
         *_claims_table(online_claims, labels),
         "",
