@@ -48,7 +48,8 @@ def test_zero3_trainer_launch_matches_single_process(tiny_tp_model_dir, score_da
 
     data = score_data_file
     config = REPO / "configs" / "parallel" / "zero3.yaml"
-    env = {**os.environ, "NPROC": "2", "MASTER_PORT": str(free_port()), "PYTHONUNBUFFERED": "1"}
+    port = free_port()
+    env = {**os.environ, "NPROC": "2", "MASTER_PORT": str(port), "PYTHONUNBUFFERED": "1"}
     p = subprocess.run(
         ["bash", str(REPO / "launch" / "cpu.sh"), str(config), *overrides(tiny_tp_model_dir, data, tmp_path / "zero3")],
         env=env,
@@ -58,6 +59,8 @@ def test_zero3_trainer_launch_matches_single_process(tiny_tp_model_dir, score_da
         cwd=REPO,
     )
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-6000:]
+    # DeepSpeed's CPU all-reduce workspaces (66 MB per rank in RAM) are not left behind in /dev/shm
+    assert not list(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*"))
 
     os.environ.pop("WORLD_SIZE", None)  # backend auto -> the single-process LocalEngine
     run_training(load_config(config, overrides(tiny_tp_model_dir, data, tmp_path / "single")))
