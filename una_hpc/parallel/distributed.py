@@ -116,9 +116,13 @@ def unlink_deepspeed_shm_buffer() -> None:
         pass
 
 
-def close_distributed() -> None:
-    """Destroy the default process group at the end of a launched run (una_hpc/train.py). Left to interpreter
-    exit, gloo's threads were torn down in C++ destructors, and a 2-rank ZeRO-3 run aborted after its last save
-    ('terminate called without an active exception', exit -6) once in a loaded test run."""
+def close_distributed(barrier: bool = True) -> None:
+    """End a launched run's process group in order: a barrier after a run that finished (no rank tears down while a
+    peer still talks to it; skipped after a failure, where a peer may be stuck in another collective), then destroy
+    the group. una_hpc/train.py then leaves with os._exit: gloo's C++ threads torn down in static
+    destructors at interpreter exit aborted a 2-rank ZeRO-3 run after its final export ('terminate called without an
+    active exception', exit -6), in loaded test runs and once in CI, with and without this destroy."""
     if dist.is_available() and dist.is_initialized():
+        if barrier and dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
