@@ -1,19 +1,24 @@
 """una-hpc DPO against TRL's DPOTrainer on the real SmolLM2-135M-Instruct: same pairs, LoRA, batch, length, steps.
 
     .venv/bin/python benchmarks/offline_vs_trl.py                      # 80 pairs, 10 steps x 8 pairs, length 128
-    .venv/bin/python benchmarks/offline_vs_trl.py --repeats 2 --gradient-checkpointing 0
+    .venv/bin/python benchmarks/offline_vs_trl.py --repeats 2 --trl-no-gc 0
 
 TRL runs in its own venv (benchmarks/.venv-trl, built on first use with the same torch, transformers, peft and
 datasets versions as .venv, plus trl==1.16.0; about 1.5 min). Each run is a whole process, timed from start to exit;
 its peak RSS comes from the kernel (`os.wait4`), so loading, tokenization and training all count. The runs alternate
-(una-hpc, TRL, una-hpc, ...) so that a slow spell of a shared machine hits both; ratios are una-hpc / TRL of the
-medians. Tokens are the real (unpadded) prompt + completion tokens of the pairs the steps consume.
+(una-hpc, TRL, TRL without checkpointing, una-hpc, ...) so that a slow spell of a shared machine hits all; ratios are
+una-hpc / TRL of the medians. Tokens are the real (unpadded) prompt + completion tokens of the pairs the steps consume.
 
-Both sides: fp32, LoRA r=8 alpha 16 on q/k/v/o (dropout 0), lr 5e-5 constant, beta 0.1, sigmoid DPO loss, gradient
-checkpointing as --gradient-checkpointing (TRL's default is on). Left at each side's defaults: TRL pads each batch
-and recomputes the reference in every step; una-hpc packs rows, computes the reference log-probs once before training
-(data.ref_cache) and never materializes logits (the fused seq_logps op). Writes
-benchmarks/results/offline_vs_trl_<cpu|gpu>.json and .png.
+Both sides: fp32, LoRA r=8 alpha 16 on q/k/v/o (dropout 0), lr 5e-5 constant, beta 0.1, sigmoid DPO loss, the whole
+batch of 8 pairs per optimizer step. Each side runs as its user gets it:
+- TRL at its defaults: gradient checkpointing on, each batch padded to its longest sequence, the reference
+  recomputed in every step, logits of every position. A second TRL run without checkpointing (`--trl-no-gc 1`, the
+  default) shows how much of the gap that one setting is.
+- una-hpc at its defaults: no gradient checkpointing; rows packed, a pair's prompt stored once (data.share_prompt);
+  reference log-probs computed once before training (data.ref_cache, cold in every run); no logits materialized (the
+  fused seq_logps op); micro-batches of `--una-micro-batch` pairs (2), which bounds activation memory without
+  checkpointing and gives the same gradient as one micro-batch (global normalizer).
+Writes benchmarks/results/offline_vs_trl_<cpu|gpu>.json and .png.
 """
 
 from __future__ import annotations
@@ -37,6 +42,11 @@ REPO = Path(__file__).resolve().parents[1]
 TRL_VENV = REPO / "benchmarks" / ".venv-trl"
 TRL_VERSION = "1.16.0"
 SAME_AS_MAIN = ("torch", "transformers", "peft", "datasets", "accelerate")
+SIDES = {
+    "una_hpc": "una-hpc",
+    "trl": f"TRL {TRL_VERSION}",
+    "trl_no_gc": f"TRL {TRL_VERSION}, no checkpointing",
+}
 
 TOPICS = ("the ocean", "bicycles", "volcanoes", "coffee", "libraries", "trains", "bees", "winter", "chess", "rivers")
 WORDS = (
@@ -128,8 +138,9 @@ def run_una(model: Path, data: Path, out: Path, args) -> dict:
         f"model.lora_alpha={2 * args.lora_rank}",
         "model.lora_dropout=0.0",
         "model.lora_target_modules=[q_proj,k_proj,v_proj,o_proj]",
-        f"model.gradient_checkpointing={bool(args.gradient_checkpointing)}",
+        f"model.gradient_checkpointing={bool(args.una_gc)}",
         f"trainer.batch_size={args.batch}",
+        f"trainer.micro_batch_size={args.una_micro_batch}",
         f"trainer.max_steps={args.steps}",
         f"trainer.max_length={args.max_length}",
         "trainer.dtype=float32",
@@ -153,7 +164,7 @@ def run_una(model: Path, data: Path, out: Path, args) -> dict:
     }
 
 
-def run_trl(python: Path, model: Path, data: Path, out: Path, args) -> dict:
+def run_trl(python: Path, model: Path, data: Path, out: Path, args, gc: int) -> dict:
     cmd = [
         str(python),
         str(REPO / "benchmarks" / "trl_dpo_runner.py"),
@@ -166,7 +177,7 @@ def run_trl(python: Path, model: Path, data: Path, out: Path, args) -> dict:
         f"--lr={args.lr}",
         f"--beta={args.beta}",
         f"--lora-rank={args.lora_rank}",
-        f"--gradient-checkpointing={args.gradient_checkpointing}",
+        f"--gradient-checkpointing={gc}",
         f"--seed={args.seed}",
     ]
     wall, rss, stdout = timed_process(cmd, out.with_suffix(".log"))
@@ -190,22 +201,23 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sides = ("una_hpc", "trl")
-    labels = ["una-hpc", f"TRL {TRL_VERSION}"]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    sides = [s for s in SIDES if s in result]
+    labels = [SIDES[s].replace(", ", "\n") for s in sides]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     for ax, key, title in zip(
         axes,
         ("tokens_per_s_process", "tokens_per_s_train", "peak_rss_mib"),
         ("tokens/s, whole process", "tokens/s, training steps", "peak RSS (MiB)"),
     ):
         vals = [result[s][key] for s in sides]
-        ax.bar(labels, vals, color=["tab:blue", "tab:gray"])
+        ax.bar(labels, vals, color=["tab:blue", "tab:gray", "silver"][: len(sides)])
         ax.set_title(title)
+        ax.tick_params(axis="x", labelsize=7)
         for i, v in enumerate(vals):
             ax.text(i, v, f"{v:.0f}", ha="center", va="bottom")
     r = result["ratios_una_over_trl"]
     fig.suptitle(
-        f"DPO on SmolLM2-135M, {result['setup']['steps']} steps x {result['setup']['batch']} pairs — "
+        f"DPO on SmolLM2-135M, {result['setup']['steps']} steps x {result['setup']['batch']} pairs — vs TRL defaults: "
         f"speed x{r['tokens_per_s_process']:.2f}, memory x{r['peak_rss']:.2f} — {result['machine']['device']}",
         fontsize=9,
     )
@@ -222,7 +234,10 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--beta", type=float, default=0.1)
     ap.add_argument("--lora-rank", type=int, default=8)
-    ap.add_argument("--gradient-checkpointing", type=int, choices=(0, 1), default=1)
+    ap.add_argument("--una-gc", type=int, choices=(0, 1), default=0, help="una-hpc gradient checkpointing")
+    ap.add_argument("--una-micro-batch", type=int, default=2, help="una-hpc pairs per forward/backward")
+    ap.add_argument("--trl-gc", type=int, choices=(0, 1), default=1, help="TRL gradient checkpointing (its default)")
+    ap.add_argument("--trl-no-gc", type=int, choices=(0, 1), default=1, help="also run TRL without checkpointing")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--task-dir", type=Path, default=REPO / "runs" / "real", help="where SmolLM2 is converted once")
@@ -236,34 +251,39 @@ def main() -> None:
     trl_python = ensure_trl_venv()
     rows = make_pairs(args.pairs, args.seed)
     tokens = count_tokens(model, rows[: args.steps * args.batch], args.max_length)
-    una, trl = [], []
+    runs: dict[str, list[dict]] = {side: [] for side in SIDES if side != "trl_no_gc" or args.trl_no_gc}
     with tempfile.TemporaryDirectory(prefix="offline_vs_trl_") as tmp:
         data = Path(tmp) / "pairs.jsonl"
         data.write_text("".join(json.dumps(r) + "\n" for r in rows))
         for i in range(args.repeats):
-            una.append(run_una(model, data, Path(tmp) / f"una{i}", args))
-            print(f"una-hpc run {i}: {una[-1]['wall_s']:.1f} s, {una[-1]['peak_rss_mib']:.0f} MiB", flush=True)
-            trl.append(run_trl(trl_python, model, data, Path(tmp) / f"trl{i}", args))
-            print(f"TRL     run {i}: {trl[-1]['wall_s']:.1f} s, {trl[-1]['peak_rss_mib']:.0f} MiB", flush=True)
+            for side in runs:
+                out = Path(tmp) / f"{side}{i}"
+                if side == "una_hpc":
+                    runs[side].append(run_una(model, data, out, args))
+                else:
+                    runs[side].append(run_trl(trl_python, model, data, out, args, args.trl_gc if side == "trl" else 0))
+                last = runs[side][-1]
+                print(f"{SIDES[side]:28s} run {i}: {last['wall_s']:.1f} s, {last['peak_rss_mib']:.0f} MiB", flush=True)
     result = {
         "machine": machine_info(),
         "setup": {k: v for k, v in vars(args).items() if k not in ("task_dir", "results")},
         "tokens": tokens,
-        "una_hpc": summarize(una, tokens),
-        "trl": summarize(trl, tokens),
+        **{side: summarize(r, tokens) for side, r in runs.items()},
     }
-    u, t = result["una_hpc"], result["trl"]
-    result["ratios_una_over_trl"] = {
-        "tokens_per_s_process": u["tokens_per_s_process"] / t["tokens_per_s_process"],
-        "tokens_per_s_train": u["tokens_per_s_train"] / t["tokens_per_s_train"],
-        "peak_rss": u["peak_rss_mib"] / t["peak_rss_mib"],
-    }
+    u = result["una_hpc"]
+    for side in [s for s in runs if s != "una_hpc"]:
+        t = result[side]
+        result["ratios_una_over_" + side] = {
+            "tokens_per_s_process": u["tokens_per_s_process"] / t["tokens_per_s_process"],
+            "tokens_per_s_train": u["tokens_per_s_train"] / t["tokens_per_s_train"],
+            "peak_rss": u["peak_rss_mib"] / t["peak_rss_mib"],
+        }
     tag = "gpu" if result["machine"]["gpu"] else "cpu"
     args.results.mkdir(parents=True, exist_ok=True)
     out = args.results / f"offline_vs_trl_{tag}.json"
     out.write_text(json.dumps(result, indent=1))
     plot(result, out.with_suffix(".png"))
-    print(json.dumps(result["ratios_una_over_trl"], indent=1))
+    print(json.dumps({k: v for k, v in result.items() if k.startswith("ratios_")}, indent=1))
     print(f"wrote {out} and {out.with_suffix('.png')}")
 
 

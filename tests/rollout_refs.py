@@ -77,3 +77,17 @@ def peaky_policy(model_dir, probe: list[list[int]], seed: int = 0):
         favoured = (hidden @ model.lm_head.weight.T).mean(0).argmax()
         model.lm_head.weight[model.config.eos_token_id] = model.lm_head.weight[favoured] * 0.9
     return model
+
+
+def hf_greedy(model, prompt_ids: list[int], max_new_tokens: int) -> list[int]:
+    """HF generate's greedy completion of one prompt (stops at the model's EOS), the reference for an engine's
+    temperature-0 rollouts."""
+    config = model.config if hasattr(model.config, "eos_token_id") else model.get_base_model().config
+    out = model.generate(
+        input_ids=torch.tensor([prompt_ids]),
+        do_sample=False,
+        max_new_tokens=max_new_tokens,
+        eos_token_id=config.eos_token_id,
+        pad_token_id=config.pad_token_id,
+    )
+    return out[0, len(prompt_ids) :].tolist()

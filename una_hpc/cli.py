@@ -171,9 +171,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     from transformers.utils import logging as hf_logging
 
-    from .host_memory import fix_mmap_threshold
+    from .host_memory import fix_malloc_thresholds
 
-    fix_mmap_threshold()  # RSS that follows the live tensors on CPU (see host_memory)
+    fix_malloc_thresholds()  # fast heap reuse without RSS ratcheting on CPU (see host_memory)
     hf_logging.disable_progress_bar()  # per-file load/save bars would break our own progress line
     from .data.io import DataError
     from .rollout.base import EngineStartError, VLLMNotInstalledError, WeightSyncError

@@ -96,6 +96,11 @@ class DataConfig:
     """Tokens per packed row; 0 = trainer.max_length. Longer rows hold more sequences (less padding when sequences
     are shorter than max_length, e.g. two or three chat turns of 80 tokens per 256-token row) at a quadratic
     attention cost per row under sdpa; with flash_attention_2 rows are flattened anyway. Must be >= max_length."""
+    share_prompt: bool = True
+    """Offline pairs keep one copy of their prompt in a packed row; chosen and rejected attend to it and never to
+    each other, so log-probs are those of separate copies, in P - 1 fewer tokens per pair (chat pairs: about a
+    quarter). Off by itself, with a printed line, under flash_attention_2 and for sliding windows shorter than
+    trainer.max_length."""
     ref_cache: bool = True
     """Compute reference logps once and cache them by dataset fingerprint and reference-model hash."""
     cache_dir: str = "runs/.cache"

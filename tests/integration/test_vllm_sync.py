@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
+from rollout_refs import hf_greedy
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from una_hpc.config import Config
@@ -150,14 +151,7 @@ def test_greedy_equals_hf_generate_after_sync(holder, tiny_model_dir, prompts):
     engine.sync_weights(policy_weights_for_sync(policy))
     rollouts = engine.generate(prompts, n=1, params=SamplingSettings(max_new_tokens=32, temperature=0.0))
     for r in rollouts:
-        ref = policy.generate(
-            torch.tensor([r.prompt_ids]),
-            do_sample=False,
-            max_new_tokens=32,
-            eos_token_id=policy.config.eos_token_id,
-            pad_token_id=policy.config.pad_token_id,
-        )
-        assert r.completion_ids == ref[0, len(r.prompt_ids) :].tolist()
+        assert r.completion_ids == hf_greedy(policy, r.prompt_ids, 32)
 
 
 def test_lora_merged_sync(holder, tiny_model_dir, prompts):
@@ -181,14 +175,7 @@ def test_lora_merged_sync(holder, tiny_model_dir, prompts):
     assert not any(getattr(m, "merged", False) for m in peft.modules())  # the training model was not merged
     greedy = engine.generate(prompts[:2], n=1, params=SamplingSettings(max_new_tokens=16, temperature=0.0))
     for r in greedy:
-        ref = peft.generate(
-            input_ids=torch.tensor([r.prompt_ids]),
-            do_sample=False,
-            max_new_tokens=16,
-            eos_token_id=base.config.eos_token_id,
-            pad_token_id=base.config.pad_token_id,
-        )
-        assert r.completion_ids == ref[0, len(r.prompt_ids) :].tolist()
+        assert r.completion_ids == hf_greedy(peft, r.prompt_ids, 16)
 
 
 def test_failing_engine_start_is_one_line(holder, tiny_model_dir, tmp_path):

@@ -37,6 +37,7 @@ from transformers import AutoModelForCausalLM, LlamaForCausalLM
 from una_hpc.config import Config, ModelConfig
 from una_hpc.data.packing import collate
 from una_hpc.data.tokenize import TokenizedExample
+from una_hpc.models.attention import prompt_sharing_refusal
 from una_hpc.models.output_head import UnsupportedHeadError, output_head, verify_output_head
 from una_hpc.models.policy import build_policy
 from una_hpc.parallel import build_engine
@@ -227,6 +228,52 @@ def test_kernel_logps_equal_hf_log_softmax(arch, lora, model_dirs):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Pairs sharing one copy of their prompt (data.share_prompt): the explicit branch mask on every architecture.
+
+
+def shared_prompt_examples(seed: int = 2) -> list[TokenizedExample]:
+    """Two pairs, each with one prompt for both completions (5 and 2 prompt tokens), and a score example."""
+    g = torch.Generator().manual_seed(seed)
+
+    def ids(n):
+        return torch.randint(3, VOCAB, (n,), generator=g).tolist()
+
+    p0, p1 = ids(5), ids(2)
+    return [
+        TokenizedExample(0, "pairwise", [(p0, ids(6)), (p0, ids(9))], math.nan),
+        TokenizedExample(1, "score", [(ids(4), ids(7))], 0.7),
+        TokenizedExample(2, "pairwise", [(p1, ids(3)), (p1, ids(1))], math.nan),
+    ]
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_shared_prompt_logps_equal_hf(arch, model_dirs):
+    """Every architecture the trainer takes: with the prompt stored once per pair (4 + 1 tokens fewer, the two
+    pairs and the score sequence in one row), policy (LoRA) and reference sums equal HF's, each sequence alone."""
+    spec, path = ARCHS[arch], model_dirs[arch]
+    mcfg = ModelConfig(
+        attn_implementation=spec.attn, lora_rank=4, lora_alpha=8, lora_target_modules=list(spec.lora_targets)
+    )
+    pair = build_policy(mcfg, path, CPU)
+    assert prompt_sharing_refusal(pair.policy.config, pair.attn_impl, 128) is None
+    perturb(pair)
+    exs = shared_prompt_examples()
+    batch = collate(exs, pad_id=0, row_length=64, share_prompt=True)
+    plain = collate(exs, pad_id=0, row_length=64)
+    assert batch.unit_ids is not None and batch.input_ids.shape[0] == 1
+    assert int((~batch.pad_mask).sum()) == int((~plain.pad_mask).sum()) - 4 - 1 and batch.num_tokens == plain.num_tokens
+    seqs = sequences(exs)
+    tol = TOKEN_TOL * torch.tensor([len(ids) - p for ids, p in seqs], dtype=torch.float64)
+    with torch.no_grad():
+        logps, ref = kernel_logps(engine_for(pair), pair, batch, batch.seq_index, batch.num_seqs, with_ref=True)
+        hf_policy = hf_seq_logps(pair.policy, seqs)
+        hf_ref = hf_seq_logps(load_base(spec, path), seqs)
+    assert (logps.double() - hf_policy).abs().le(tol).all(), (logps, hf_policy, tol)
+    assert (ref.double() - hf_ref).abs().le(tol).all(), (ref, hf_ref, tol)
+    assert ((hf_policy - hf_ref).abs() > 10 * tol).any()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Sliding-window attention shorter than a sequence: the packed mask must apply the window too.
 
 SLIDING = {"mistral": {}, "gemma2": {}, "qwen2": {"use_sliding_window": True, "max_window_layers": 0}}
@@ -249,6 +296,8 @@ def test_sliding_window_packed_equals_hf(arch, tmp_path):
         hf = hf_seq_logps(load_base(spec, path), seqs)
         unwindowed = hf_seq_logps(load_base(spec, path, sliding_window=4096), seqs)
     assert ((hf - unwindowed).abs() > TRANSFORM_MATTERS).any()  # the window does bind at these lengths
+    # Shared prompts need an explicit mask, which would drop the window: refused for this model.
+    assert "sliding window (4)" in prompt_sharing_refusal(pair.policy.config, pair.attn_impl, 12)
     assert (logps.double() - hf).abs().le(TOKEN_TOL * n_labelled).all(), (logps, hf)
     assert (ref.double() - hf).abs().le(TOKEN_TOL * n_labelled).all(), (ref, hf)
 

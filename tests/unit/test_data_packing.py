@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from una_hpc.data import TokenizedExample, collate, unpacked
+from una_hpc.feedback import IGNORE_INDEX as IGNORE
 from una_hpc.losses import BINARY, KL, PAIR_CHOSEN, PAIR_REJECTED, SCORE
 
 PAD = 0
@@ -183,3 +184,48 @@ def test_bad_examples_are_rejected():
         collate([TokenizedExample(3, "pairwise", [([1], [2])], math.nan)], PAD)
     with pytest.raises(ValueError, match="empty list"):
         collate([], PAD)
+
+
+def _tokens_seen(batch, r: int, t: int) -> list[tuple[int, int]]:
+    """(token, position id) of every position that position t of row r attends to, under the branch mask."""
+    from una_hpc.models.attention import shared_prompt_mask
+
+    mask = shared_prompt_mask(batch.unit_ids, batch.branch_ids, "sdpa")[r, 0, t]
+    return [(int(batch.input_ids[r, j]), int(batch.position_ids[r, j])) for j in mask.nonzero().squeeze(1).tolist()]
+
+
+def test_shared_prompt_layout_gives_each_sequence_its_own_context():
+    """With share_prompt, every labelled position attends to exactly the (token, position) prefix it would see in
+    the plain layout, predicts the same label, and belongs to the same sequence; pairs with a 1-token or unequal
+    prompt, and single sequences, keep the plain layout. Positions stored: P - 1 fewer per shared pair."""
+    examples = _random_examples(24, seed=3)
+    examples.append(TokenizedExample(200, "pairwise", [([5, 6, 7], [8]), ([5, 6, 9], [10, 11])], math.nan))
+    shared = collate(examples, PAD, row_length=48, share_prompt=True)
+    plain = unpacked(examples, PAD)
+    saved = sum(
+        len(ex.sequences[0][0]) - 1
+        for ex in examples
+        if ex.feedback == "pairwise" and ex.sequences[0][0] == ex.sequences[1][0] and len(ex.sequences[0][0]) >= 2
+    )
+    assert saved > 0 and shared.num_tokens == plain.num_tokens
+    assert int((~shared.pad_mask).sum()) == int((~plain.pad_mask).sum()) - saved
+
+    def contexts(batch, per_row_mask):
+        out = {}
+        for r, t in (batch.labels != IGNORE).nonzero().tolist():
+            out[(int(batch.seq_index[r, t]), int(batch.position_ids[r, t]))] = (
+                int(batch.labels[r, t]),
+                per_row_mask(batch, r, t),
+            )
+        return out
+
+    def plain_seen(batch, r, t):
+        return [(int(batch.input_ids[r, j]), int(batch.position_ids[r, j])) for j in range(t + 1)]
+
+    assert contexts(shared, _tokens_seen) == contexts(plain, plain_seen)
+    assert torch.equal(shared.targets.kind, plain.targets.kind) and torch.equal(shared.example_ids, plain.example_ids)
+
+
+def test_without_share_prompt_no_mask_is_needed():
+    batch = collate(_random_examples(12), PAD, row_length=32)
+    assert batch.unit_ids is None and batch.branch_ids is None

@@ -35,15 +35,26 @@ class PackedBatch:
     """[S] int64: the dataset example each sequence comes from (ref-logp cache key, metrics)."""
     ref_logps: Tensor | None = None
     """[S] float32 cached reference logps, or None to compute them in the kernel's one pass."""
+    sequence_tokens: int | None = None
+    """Tokens of the sequences themselves (prompt + completion each), what tokens/s counts; None: the non-padding
+    positions. More than the positions when pairs share their prompt."""
+    unit_ids: Tensor | None = None
+    """[R, L] int64 with shared prompts (else None): the attention block of a position, a sequence or a pair sharing
+    its prompt (padding: -1). Attention stays inside a block."""
+    branch_ids: Tensor | None = None
+    """[R, L] int64 with shared prompts: 0 for a block's shared prefix, k > 0 for branch k, which attends to the
+    prefix and itself only (una_hpc.data.packing.collate)."""
 
     @property
     def num_tokens(self) -> int:
-        """Real (non-padding) tokens: what tokens/s counts."""
+        """Real tokens: what tokens/s counts (a shared prompt counts once per sequence, as if unshared)."""
+        if self.sequence_tokens is not None:
+            return self.sequence_tokens
         return int((~self.pad_mask).sum())
 
     def select_rows(self, rows: list[int]) -> PackedBatch:
         """Rows of an unpacked batch (one sequence per row, as `unpacked` makes), renumbered 0..len(rows)-1."""
-        if self.input_ids.shape[0] != self.num_seqs:
+        if self.input_ids.shape[0] != self.num_seqs or self.unit_ids is not None:
             raise ValueError("select_rows needs one sequence per row (an unpacked batch)")
         idx = torch.as_tensor(rows, dtype=torch.long)
         seq = torch.arange(len(rows)).unsqueeze(1).expand(-1, self.input_ids.shape[1]).to(self.seq_index.device)

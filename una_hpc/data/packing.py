@@ -82,46 +82,86 @@ def plan_sequences(
     return seqs, units
 
 
-def _first_fit_decreasing(seqs: list[_Seq], units: list[list[int]], row_length: int | None) -> list[list[int]]:
-    lengths = [sum(len(seqs[i].ids) for i in u) for u in units]
+def _shares_prompt(seqs: list[_Seq], unit: list[int]) -> bool:
+    """A pair whose two sequences begin with the same prompt of at least 2 tokens (one is kept as the shared prefix)."""
+    if len(unit) != 2:
+        return False
+    a, b = seqs[unit[0]], seqs[unit[1]]
+    return a.prompt_len == b.prompt_len >= 2 and a.ids[: a.prompt_len] == b.ids[: b.prompt_len]
+
+
+@dataclass(frozen=True)
+class _Segment:
+    """Consecutive positions of one row: tokens, the position id of the first, where labels start, which sequence
+    owns it, its attention block (`block`: the segments that may see each other) and its branch within the block
+    (0: seen by the whole block; k > 0: seen only by branch k, see `collate`)."""
+
+    ids: list[int]
+    first_position: int
+    label_from: int
+    seq: int
+    block: int
+    branch: int
+
+
+def _segments(seqs: list[_Seq], unit: list[int], share_prompt: bool) -> list[_Segment]:
+    if share_prompt and _shares_prompt(seqs, unit):
+        c, r = unit
+        p = seqs[c].prompt_len
+        return [
+            _Segment(seqs[c].ids[: p - 1], 0, p, c, c, 0),  # no labels: its last position predicts a prompt token
+            _Segment(seqs[c].ids[p - 1 :], p - 1, 0, c, c, 1),
+            _Segment(seqs[r].ids[p - 1 :], p - 1, 0, r, c, 2),
+        ]
+    return [_Segment(seqs[i].ids, 0, seqs[i].prompt_len - 1, i, i, 0) for i in unit]
+
+
+def _first_fit_decreasing(units: list[list[_Segment]], row_length: int | None) -> list[list[list[_Segment]]]:
+    lengths = [sum(len(seg.ids) for seg in u) for u in units]
     capacity = max([row_length or 0, *lengths])
-    rows: list[list[int]] = []
+    rows: list[list[list[_Segment]]] = []
     used: list[int] = []
-    for u in sorted(range(len(units)), key=lambda k: (-lengths[k], units[k][0])):
+    for u in sorted(range(len(units)), key=lambda k: (-lengths[k], units[k][0].seq)):
         r = next((r for r in range(len(rows)) if used[r] + lengths[u] <= capacity), None)
         if r is None:
             rows.append([])
             used.append(0)
             r = len(rows) - 1
-        rows[r].extend(units[u])
+        rows[r].append(units[u])
         used[r] += lengths[u]
     return rows
 
 
-def _layout(seqs: list[_Seq], rows: list[list[int]], pad_id: int, ref_logps: Tensor | None) -> PackedBatch:
+def _layout(seqs: list[_Seq], rows: list[list[list[_Segment]]], pad_id: int, ref_logps: Tensor | None) -> PackedBatch:
     if not seqs:
         raise ValueError("cannot collate an empty list of examples")
-    width = max(sum(len(seqs[i].ids) for i in row) for row in rows)
+    width = max(sum(len(seg.ids) for unit in row for seg in unit) for row in rows)
     shape = (len(rows), width)
     input_ids = torch.full(shape, pad_id, dtype=torch.long)
     position_ids = torch.zeros(shape, dtype=torch.long)
     labels = torch.full(shape, IGNORE_INDEX, dtype=torch.long)
     seq_index = torch.zeros(shape, dtype=torch.long)
     pad_mask = torch.ones(shape, dtype=torch.bool)
+    unit_ids = torch.full(shape, -1, dtype=torch.long)
+    branch_ids = torch.zeros(shape, dtype=torch.long)
+    shared = False
     for r, row in enumerate(rows):
         offset = 0
-        for i in row:
-            s = seqs[i]
-            n = len(s.ids)
-            ids = torch.tensor(s.ids, dtype=torch.long)
-            span = slice(offset, offset + n)
-            input_ids[r, span] = ids
-            position_ids[r, span] = torch.arange(n)
-            seq_index[r, span] = i
-            pad_mask[r, span] = False
-            if n > s.prompt_len:  # position t predicts token t+1 for t in [P-1, n-2]
-                labels[r, offset + s.prompt_len - 1 : offset + n - 1] = ids[s.prompt_len :]
-            offset += n
+        for unit in row:
+            shared |= any(seg.branch for seg in unit)
+            for seg in unit:
+                n = len(seg.ids)
+                ids = torch.tensor(seg.ids, dtype=torch.long)
+                span = slice(offset, offset + n)
+                input_ids[r, span] = ids
+                position_ids[r, span] = torch.arange(seg.first_position, seg.first_position + n)
+                seq_index[r, span] = seg.seq
+                pad_mask[r, span] = False
+                unit_ids[r, span] = seg.block
+                branch_ids[r, span] = seg.branch
+                if n > seg.label_from + 1:  # position t predicts token t+1 of the same segment
+                    labels[r, offset + seg.label_from : offset + n - 1] = ids[seg.label_from + 1 :]
+                offset += n
     targets = SeqTargets(
         torch.tensor([s.kind for s in seqs], dtype=torch.long),
         torch.tensor([s.pair_id for s in seqs], dtype=torch.long),
@@ -139,6 +179,9 @@ def _layout(seqs: list[_Seq], rows: list[list[int]], pad_id: int, ref_logps: Ten
         targets,
         torch.tensor([s.example_id for s in seqs], dtype=torch.long),
         None if ref_logps is None else ref_logps.float(),
+        sequence_tokens=sum(len(s.ids) for s in seqs),
+        unit_ids=unit_ids if shared else None,
+        branch_ids=branch_ids if shared else None,
     )
 
 
@@ -150,10 +193,19 @@ def collate(
     kto_kl: bool = False,
     ref_logps: Tensor | None = None,
     max_length: int | None = None,
+    share_prompt: bool = False,
 ) -> PackedBatch:
-    """Pack examples pair-atomically (first-fit-decreasing); `max_length` only bounds KL sequences."""
+    """Pack examples pair-atomically (first-fit-decreasing); `max_length` only bounds KL sequences.
+
+    share_prompt: a pair keeps one copy of its prompt. The row holds prompt[:-1] once, then prompt[-1] + chosen, then
+    prompt[-1] + rejected (each branch repeats the last prompt token, whose position predicts the first completion
+    token, and continues the prompt's position ids); chosen and rejected attend to the shared prefix and to
+    themselves, never to each other, through `unit_ids` / `branch_ids` (una_hpc.models.attention builds the mask).
+    Each sequence sees exactly the tokens and positions it would see alone, in P - 1 fewer tokens per pair.
+    """
     seqs, units = plan_sequences(examples, kto_kl=kto_kl, max_length=max_length)
-    return _layout(seqs, _first_fit_decreasing(seqs, units, row_length), pad_id, ref_logps)
+    segments = [_segments(seqs, u, share_prompt) for u in units]
+    return _layout(seqs, _first_fit_decreasing(segments, row_length), pad_id, ref_logps)
 
 
 def unpacked(
@@ -166,4 +218,4 @@ def unpacked(
 ) -> PackedBatch:
     """The same sequences, one per row in canonical order (the reference layout; data.packing=false)."""
     seqs, _ = plan_sequences(examples, kto_kl=kto_kl, max_length=max_length)
-    return _layout(seqs, [[i] for i in range(len(seqs))], pad_id, ref_logps)
+    return _layout(seqs, [[_segments(seqs, [i], False)] for i in range(len(seqs))], pad_id, ref_logps)

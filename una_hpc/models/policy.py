@@ -63,7 +63,7 @@ def apply_lora(model: nn.Module, cfg: ModelConfig) -> nn.Module:
 def decoder_hidden(model: nn.Module, batch: PackedRows, attn_impl: str) -> Tensor:
     """Final-norm hidden states [R*L, H] of packed rows (what the lm_head would see), no logits."""
     lm = base_causal_lm(model)
-    kwargs = packed_forward_kwargs(batch.input_ids, batch.position_ids, attn_impl)
+    kwargs = packed_forward_kwargs(batch, attn_impl)
     out = lm.get_decoder()(**kwargs, use_cache=False)
     return out.last_hidden_state.reshape(-1, out.last_hidden_state.shape[-1])
 

@@ -30,6 +30,7 @@ from .base import RolloutEngine, VLLMNotInstalledError
 from .hf_engine import HFEngine
 from .vllm_engine import VLLMEngine, require_vllm
 from .vllm_host import check_engine_memory
+from .vllm_placement import rank_engine_args
 from .weights import weights_for_sync
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ def build_vllm_engine(cfg: Config, policy_model: nn.Module, model_dir: Path) -> 
         log_file=engine_log_file(cfg),
         log_level=cfg.rollout.engine_log_level,
         sleep_level=cfg.rollout.sleep_level,
+        engine_args=rank_engine_args(),  # on CUDA: this rank's own GPU, not GPU 0 (vllm_placement)
     )
     engine.sync_weights(weights_for_sync(policy_model, cfg.rollout.sync_bucket_mb))
     return engine

@@ -17,12 +17,24 @@ from pathlib import Path
 from ..config import Config
 from ..data.packing import collate
 from ..losses import get_head
+from ..models.attention import prompt_sharing_refusal
+from ..models.output_head import base_causal_lm
 from .eval_live import LiveEval
 from .inputs import check_batching, load_training_data
 from .ref_logps import reference_logps
 from .run import open_run
 from .sampler import StepSampler, micro_batches, shard_for_rank
 from .step import reduce_row, train_step
+
+
+def shared_prompts(cfg: Config, pair, loud: bool) -> bool:
+    """data.share_prompt, unless this model's attention cannot take the mask it needs (one printed line why)."""
+    if not cfg.data.share_prompt:
+        return False
+    why = prompt_sharing_refusal(base_causal_lm(pair.policy).config, pair.attn_impl, cfg.trainer.max_length)
+    if why is not None and loud:
+        print(f"data.share_prompt: off for this model, {why}: each pair keeps two copies of its prompt")
+    return why is None
 
 
 def global_counts(data, indices: list[int]) -> dict[str, int]:
@@ -40,8 +52,11 @@ def train(cfg: Config) -> Path | None:
     use_cache = cfg.data.ref_cache and not head.kl_sequences
     pair = run.load_policy(need_ref=not use_cache)
     pad_id = run.tokenizer.pad_token_id
+    share = shared_prompts(cfg, pair, loud=run.dist.rank == 0)
     ref_cache = (
-        reference_logps(pair, data, cfg, run.inputs.model_path, run.dist, run.device, pad_id) if use_cache else None
+        reference_logps(pair, data, cfg, run.inputs.model_path, run.dist, run.device, pad_id, share)
+        if use_cache
+        else None
     )
     start = run.start()
     engine = run.engine
@@ -59,6 +74,7 @@ def train(cfg: Config) -> Path | None:
                 row_length=cfg.data.row_length(cfg.trainer.max_length),
                 kto_kl=head.kl_sequences,
                 max_length=cfg.trainer.max_length,
+                share_prompt=share,
             )
             if ref_cache is not None:
                 batch.ref_logps = ref_cache.for_batch(batch)

@@ -26,7 +26,9 @@ from .sampler import micro_batches
 
 
 @torch.no_grad()
-def _compute(model, attn_impl: str, data, pad_id: int, cfg: Config, device, chunk: int) -> dict[int, Tensor]:
+def _compute(
+    model, attn_impl: str, data, pad_id: int, cfg: Config, device, chunk: int, share_prompt: bool
+) -> dict[int, Tensor]:
     was_training = model.training
     model.eval()
     values: dict[int, Tensor] = {}
@@ -37,9 +39,8 @@ def _compute(model, attn_impl: str, data, pad_id: int, cfg: Config, device, chun
         else contextlib.nullcontext()
     )
     for idx in micro_batches(list(range(len(data))), chunk):
-        batch = collate([data[i] for i in idx], pad_id, row_length=cfg.data.row_length(cfg.trainer.max_length)).to(
-            device
-        )
+        row_length = cfg.data.row_length(cfg.trainer.max_length)
+        batch = collate([data[i] for i in idx], pad_id, row_length=row_length, share_prompt=share_prompt).to(device)
         with autocast:
             hidden = decoder_hidden(model, batch, attn_impl)
         head = output_head(model)
@@ -70,8 +71,11 @@ def _gather(part: dict[int, Tensor], world_size: int) -> dict[int, Tensor]:
     return {k: v for p in parts for k, v in p.items()}
 
 
-def reference_logps(pair: PolicyPair, data, cfg: Config, model_path: Path, dist, device, pad_id: int) -> RefLogpCache:
-    """Every rank computes its shard of the table; every rank returns the whole, loaded cache."""
+def reference_logps(
+    pair: PolicyPair, data, cfg: Config, model_path: Path, dist, device, pad_id: int, share_prompt: bool = False
+) -> RefLogpCache:
+    """Every rank computes its shard of the table (rows laid out as training lays them out: `share_prompt`); every
+    rank returns the whole, loaded cache."""
     ref_model = load_causal_lm(cfg.model.ref_path, pair.attn_impl).to(device) if cfg.model.ref_path else None
     if ref_model is not None:
         verify_output_head(ref_model)
@@ -80,7 +84,8 @@ def reference_logps(pair: PolicyPair, data, cfg: Config, model_path: Path, dist,
         Path(cfg.data.cache_dir) / "ref_logps",
         dataset_fingerprint(data),
         fingerprint,
-        extra=f"{cfg.model.ref_path or model_path}|{cfg.trainer.max_length}|{cfg.trainer.dtype}|{pair.attn_impl}",
+        extra=f"{cfg.model.ref_path or model_path}|{cfg.trainer.max_length}|{cfg.trainer.dtype}|{pair.attn_impl}"
+        + ("|shared-prompt" if share_prompt else ""),  # equal up to float rounding, but a resume stays bit-exact
     )
     if cache.load() is not None:
         if dist.rank == 0:
@@ -95,7 +100,7 @@ def reference_logps(pair: PolicyPair, data, cfg: Config, model_path: Path, dist,
     with scope as model:
         # trainer.micro_batch_size examples per forward, as in training; 0 = a rank's share of a batch
         chunk = cfg.trainer.micro_batch_size or max(cfg.trainer.batch_size // dist.world_size, 1)
-        part = _compute(model, pair.attn_impl, mine, pad_id, cfg, device, chunk)
+        part = _compute(model, pair.attn_impl, mine, pad_id, cfg, device, chunk, share_prompt)
     values = _gather(part, dist.world_size)
     if dist.rank == 0:
         cache.save(values)

@@ -26,7 +26,7 @@ from ..models.policy import PolicyPair
 
 def policy_hidden(engine, pair: PolicyPair, batch: PackedBatch) -> Tensor:
     """Policy hidden states through the engine's forward (DeepSpeed bookkeeping, autocast), no logits."""
-    kwargs = packed_forward_kwargs(batch.input_ids, batch.position_ids, pair.attn_impl)
+    kwargs = packed_forward_kwargs(batch, pair.attn_impl)
     with engine.autocast():
         return engine.hidden_states(**kwargs)
 
