@@ -175,6 +175,11 @@ def main(argv: list[str] | None = None) -> int:
 
     fix_malloc_thresholds()  # fast heap reuse without RSS ratcheting on CPU (see host_memory)
     hf_logging.disable_progress_bar()  # per-file load/save bars would break our own progress line
+    # DeepSpeed 0.19 calls torch.distributed collectives that torch 2.13 deprecates: one FutureWarning per rank and
+    # collective in every ZeRO run, about code the user does not own and cannot change.
+    warnings.filterwarnings(
+        "ignore", r"`torch\.distributed\.(all_gather_into_tensor|reduce_scatter_tensor)` is deprecated", FutureWarning
+    )
     from .data.io import DataError
     from .rollout.base import EngineStartError, VLLMNotInstalledError, WeightSyncError
 

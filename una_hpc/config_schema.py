@@ -97,10 +97,10 @@ class DataConfig:
     are shorter than max_length, e.g. two or three chat turns of 80 tokens per 256-token row) at a quadratic
     attention cost per row under sdpa; with flash_attention_2 rows are flattened anyway. Must be >= max_length."""
     share_prompt: bool = True
-    """Offline pairs keep one copy of their prompt in a packed row; chosen and rejected attend to it and never to
-    each other, so log-probs are those of separate copies, in P - 1 fewer tokens per pair (chat pairs: about a
-    quarter). Off by itself, with a printed line, under flash_attention_2 and for sliding windows shorter than
-    trainer.max_length."""
+    """Sequences with one prompt keep one copy of it in a packed row (a pair's two; an online step's samples of a
+    prompt); each attends to it and never to the others, so log-probs are those of separate copies, in P - 1 fewer
+    tokens per extra sequence. Off by itself, with a printed line, under flash_attention_2 and for sliding windows
+    shorter than trainer.max_length."""
     ref_cache: bool = True
     """Compute reference logps once and cache them by dataset fingerprint and reference-model hash."""
     cache_dir: str = "runs/.cache"

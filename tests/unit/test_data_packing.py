@@ -197,17 +197,21 @@ def _tokens_seen(batch, r: int, t: int) -> list[tuple[int, int]]:
 def test_shared_prompt_layout_gives_each_sequence_its_own_context():
     """With share_prompt, every labelled position attends to exactly the (token, position) prefix it would see in
     the plain layout, predicts the same label, and belongs to the same sequence; pairs with a 1-token or unequal
-    prompt, and single sequences, keep the plain layout. Positions stored: P - 1 fewer per shared pair."""
+    prompt, and single sequences, keep the plain layout. Positions stored: P - 1 fewer per extra sequence of a
+    shared prompt (a pair, consecutive samples of one prompt)."""
     examples = _random_examples(24, seed=3)
     examples.append(TokenizedExample(200, "pairwise", [([5, 6, 7], [8]), ([5, 6, 9], [10, 11])], math.nan))
+    # an online step's 3 samples of one 4-token prompt, consecutive score examples: (3 - 1) * (4 - 1) = 6 saved
+    group = [TokenizedExample(300 + k, "score", [([4, 5, 6, 7], [20 + k] * (k + 1))], 0.5) for k in range(3)]
+    examples[5:5] = group
     shared = collate(examples, PAD, row_length=48, share_prompt=True)
     plain = unpacked(examples, PAD)
-    saved = sum(
+    saved = 6 + sum(
         len(ex.sequences[0][0]) - 1
         for ex in examples
         if ex.feedback == "pairwise" and ex.sequences[0][0] == ex.sequences[1][0] and len(ex.sequences[0][0]) >= 2
     )
-    assert saved > 0 and shared.num_tokens == plain.num_tokens
+    assert shared.num_tokens == plain.num_tokens
     assert int((~shared.pad_mask).sum()) == int((~plain.pad_mask).sum()) - saved
 
     def contexts(batch, per_row_mask):

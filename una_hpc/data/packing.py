@@ -56,9 +56,14 @@ def _check(ex: TokenizedExample) -> None:
 
 
 def plan_sequences(
-    examples: Sequence[TokenizedExample], *, kto_kl: bool = False, max_length: int | None = None
+    examples: Sequence[TokenizedExample],
+    *,
+    kto_kl: bool = False,
+    max_length: int | None = None,
+    group_prompts: bool = False,
 ) -> tuple[list[_Seq], list[list[int]]]:
-    """Sequences in canonical order, and the packing units (lists of sequence indices)."""
+    """Sequences in canonical order, and the packing units (lists of sequence indices). group_prompts: consecutive
+    single-sequence examples with the same prompt (an online step's samples of one prompt) form one unit."""
     seqs: list[_Seq] = []
     units: list[list[int]] = []
     pair = 0
@@ -70,7 +75,11 @@ def plan_sequences(
         first = len(seqs)
         for (prompt, completion), kind in zip(ex.sequences, KINDS[ex.feedback]):
             seqs.append(_Seq(list(prompt) + list(completion), len(prompt), kind, pid, target, ex.example_id))
-        units.append(list(range(first, len(seqs))))
+        unit = list(range(first, len(seqs)))
+        if group_prompts and len(unit) == 1 and units and _same_prompt(seqs, units[-1] + unit):
+            units[-1].extend(unit)
+        else:
+            units.append(unit)
     binary = [ex for ex in examples if ex.feedback == "binary"] if kto_kl else []
     for j, ex in enumerate(binary if len(binary) >= 2 else []):
         prompt = ex.sequences[0][0]
@@ -82,12 +91,17 @@ def plan_sequences(
     return seqs, units
 
 
+def _same_prompt(seqs: list[_Seq], unit: list[int]) -> bool:
+    """Every sequence of the unit begins with the same prompt tokens."""
+    first = seqs[unit[0]]
+    prompt = first.ids[: first.prompt_len]
+    return all(seqs[i].prompt_len == first.prompt_len and seqs[i].ids[: first.prompt_len] == prompt for i in unit)
+
+
 def _shares_prompt(seqs: list[_Seq], unit: list[int]) -> bool:
-    """A pair whose two sequences begin with the same prompt of at least 2 tokens (one is kept as the shared prefix)."""
-    if len(unit) != 2:
-        return False
-    a, b = seqs[unit[0]], seqs[unit[1]]
-    return a.prompt_len == b.prompt_len >= 2 and a.ids[: a.prompt_len] == b.ids[: b.prompt_len]
+    """Two or more sequences that begin with the same prompt of at least 2 tokens (one is kept as the shared
+    prefix: a shorter prompt saves nothing)."""
+    return len(unit) >= 2 and seqs[unit[0]].prompt_len >= 2 and _same_prompt(seqs, unit)
 
 
 @dataclass(frozen=True)
@@ -106,13 +120,10 @@ class _Segment:
 
 def _segments(seqs: list[_Seq], unit: list[int], share_prompt: bool) -> list[_Segment]:
     if share_prompt and _shares_prompt(seqs, unit):
-        c, r = unit
-        p = seqs[c].prompt_len
-        return [
-            _Segment(seqs[c].ids[: p - 1], 0, p, c, c, 0),  # no labels: its last position predicts a prompt token
-            _Segment(seqs[c].ids[p - 1 :], p - 1, 0, c, c, 1),
-            _Segment(seqs[r].ids[p - 1 :], p - 1, 0, r, c, 2),
-        ]
+        first = unit[0]
+        p = seqs[first].prompt_len
+        prefix = _Segment(seqs[first].ids[: p - 1], 0, p, first, first, 0)  # no labels: predicts a prompt token
+        return [prefix] + [_Segment(seqs[i].ids[p - 1 :], p - 1, 0, i, first, k) for k, i in enumerate(unit, 1)]
     return [_Segment(seqs[i].ids, 0, seqs[i].prompt_len - 1, i, i, 0) for i in unit]
 
 
@@ -197,13 +208,15 @@ def collate(
 ) -> PackedBatch:
     """Pack examples pair-atomically (first-fit-decreasing); `max_length` only bounds KL sequences.
 
-    share_prompt: a pair keeps one copy of its prompt. The row holds prompt[:-1] once, then prompt[-1] + chosen, then
-    prompt[-1] + rejected (each branch repeats the last prompt token, whose position predicts the first completion
-    token, and continues the prompt's position ids); chosen and rejected attend to the shared prefix and to
-    themselves, never to each other, through `unit_ids` / `branch_ids` (una_hpc.models.attention builds the mask).
-    Each sequence sees exactly the tokens and positions it would see alone, in P - 1 fewer tokens per pair.
+    share_prompt: sequences with one prompt keep one copy of it: a pair's two, and consecutive single-sequence
+    examples with the same prompt (an online step's samples of a prompt). The row holds prompt[:-1] once, then
+    prompt[-1] + completion for each sequence (each branch repeats the last prompt token, whose position predicts
+    the first completion token, and continues the prompt's position ids); each branch attends to the shared prefix
+    and to itself, never to another branch, through `unit_ids` / `branch_ids` (una_hpc.models.attention builds the
+    mask). Each sequence sees exactly the tokens and positions it would see alone, in (n - 1)(P - 1) fewer tokens
+    for n sequences with a P-token prompt.
     """
-    seqs, units = plan_sequences(examples, kto_kl=kto_kl, max_length=max_length)
+    seqs, units = plan_sequences(examples, kto_kl=kto_kl, max_length=max_length, group_prompts=share_prompt)
     segments = [_segments(seqs, u, share_prompt) for u in units]
     return _layout(seqs, _first_fit_decreasing(segments, row_length), pad_id, ref_logps)
 

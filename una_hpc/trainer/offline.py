@@ -17,24 +17,12 @@ from pathlib import Path
 from ..config import Config
 from ..data.packing import collate
 from ..losses import get_head
-from ..models.attention import prompt_sharing_refusal
-from ..models.output_head import base_causal_lm
 from .eval_live import LiveEval
 from .inputs import check_batching, load_training_data
 from .ref_logps import reference_logps
 from .run import open_run
 from .sampler import StepSampler, micro_batches, shard_for_rank
-from .step import reduce_row, train_step
-
-
-def shared_prompts(cfg: Config, pair, loud: bool) -> bool:
-    """data.share_prompt, unless this model's attention cannot take the mask it needs (one printed line why)."""
-    if not cfg.data.share_prompt:
-        return False
-    why = prompt_sharing_refusal(base_causal_lm(pair.policy).config, pair.attn_impl, cfg.trainer.max_length)
-    if why is not None and loud:
-        print(f"data.share_prompt: off for this model, {why}: each pair keeps two copies of its prompt")
-    return why is None
+from .step import reduce_row, shared_prompts, train_step
 
 
 def global_counts(data, indices: list[int]) -> dict[str, int]:

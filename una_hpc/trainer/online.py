@@ -17,7 +17,7 @@ from ..data.packing import collate
 from ..losses import get_head, normalize_rewards
 from .online_common import OnlineHarness, global_then_mine, rollouts_to_examples
 from .sampler import micro_batches
-from .step import train_step
+from .step import shared_prompts, train_step
 
 
 def train(cfg: Config) -> Path:
@@ -25,6 +25,7 @@ def train(cfg: Config) -> Path:
     run, head = harness.run, get_head(cfg.loss.name)
     harness.start()
     engine, pad_id = run.engine, run.tokenizer.pad_token_id
+    share = shared_prompts(cfg, run.pair, loud=run.dist.rank == 0)  # a prompt's samples store it once
 
     def update(step, mine, rollouts, rm_logits) -> dict:
         # group / group_std: a prompt's samples are one group (all on this rank: prompts are sharded whole)
@@ -34,10 +35,9 @@ def train(cfg: Config) -> Path:
         else:
             targets = normalize_rewards(rm_logits, cfg.loss.reward_normalize, groups=groups)
         examples = rollouts_to_examples(rollouts, targets)
+        row_length = cfg.data.row_length(cfg.trainer.max_length)
         batches = [
-            collate([examples[i] for i in mb], pad_id, row_length=cfg.data.row_length(cfg.trainer.max_length)).to(
-                run.device
-            )
+            collate([examples[i] for i in mb], pad_id, row_length=row_length, share_prompt=share).to(run.device)
             for mb in micro_batches(list(range(len(examples))), cfg.trainer.micro_batch_size)
         ]
         run.hook(step, batches)

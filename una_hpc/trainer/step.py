@@ -20,8 +20,19 @@ from ..config import Config
 from ..data.batch import PackedBatch
 from ..kernels import operand_dtype
 from ..losses import HeadOutput, LossHead
-from ..models.attention import packed_forward_kwargs
+from ..models.attention import packed_forward_kwargs, prompt_sharing_refusal
+from ..models.output_head import base_causal_lm
 from ..models.policy import PolicyPair
+
+
+def shared_prompts(cfg: Config, pair: PolicyPair, loud: bool) -> bool:
+    """data.share_prompt, unless this model's attention cannot take the mask it needs (one printed line why)."""
+    if not cfg.data.share_prompt:
+        return False
+    why = prompt_sharing_refusal(base_causal_lm(pair.policy).config, pair.attn_impl, cfg.trainer.max_length)
+    if why is not None and loud:
+        print(f"data.share_prompt: off for this model, {why}: every sequence keeps its own copy of its prompt")
+    return why is None
 
 
 def policy_hidden(engine, pair: PolicyPair, batch: PackedBatch) -> Tensor:
