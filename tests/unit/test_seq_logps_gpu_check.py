@@ -20,12 +20,19 @@ pytest.importorskip("triton")
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_gpu_check_dry_run_writes_the_json(tmp_path):
+def benchmark_module(name: str):
+    """benchmarks/NAME.py loaded as a module (benchmarks/ is not a package); skips on a GPU, where the dry run is
+    not the check: benchmarks/gpu_check.sh is."""
     if torch.cuda.is_available():
         pytest.skip("the dry run is the CPU check; on a GPU run benchmarks/gpu_check.sh")
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks/gpu_check.py")
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod
+
+
+def test_gpu_check_dry_run_writes_the_json(tmp_path):
+    mod = benchmark_module("gpu_check")
     out = tmp_path / "check.json"
     assert mod.main(["--dry-run", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
@@ -42,11 +49,7 @@ def test_gpu_check_dry_run_writes_the_json(tmp_path):
 def test_gpu_dpo_dry_run_adds_tokens_per_s(tmp_path):
     """gpu_dpo.py --dry-run: the same code path as on the GPU (config-built model, una-hpc train in its own process,
     metrics.jsonl, TRL where it imports) at tiny sizes; it adds its key to an existing gpu_check JSON."""
-    if torch.cuda.is_available():
-        pytest.skip("the dry run is the CPU check; on a GPU run benchmarks/gpu_check.sh")
-    spec = importlib.util.spec_from_file_location("gpu_dpo", ROOT / "benchmarks/gpu_dpo.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = benchmark_module("gpu_dpo")
     out = tmp_path / "check.json"
     out.write_text(json.dumps({"device": "cpu"}))
     assert mod.main(["--dry-run", "--out", str(out)]) == 0

@@ -155,11 +155,9 @@ def _layout(seqs: list[_Seq], rows: list[list[list[_Segment]]], pad_id: int, ref
     pad_mask = torch.ones(shape, dtype=torch.bool)
     unit_ids = torch.full(shape, -1, dtype=torch.long)
     branch_ids = torch.zeros(shape, dtype=torch.long)
-    shared = False
     for r, row in enumerate(rows):
         offset = 0
         for unit in row:
-            shared |= any(seg.branch for seg in unit)
             for seg in unit:
                 n = len(seg.ids)
                 ids = torch.tensor(seg.ids, dtype=torch.long)
@@ -178,6 +176,7 @@ def _layout(seqs: list[_Seq], rows: list[list[list[_Segment]]], pad_id: int, ref
         torch.tensor([s.pair_id for s in seqs], dtype=torch.long),
         torch.tensor([s.target for s in seqs], dtype=torch.float32),
     )
+    shared = bool(branch_ids.any())  # some unit keeps one copy of its prompt: the forward needs the branch mask
     if ref_logps is not None and tuple(ref_logps.shape) != (len(seqs),):
         raise ValueError(f"ref_logps must be [{len(seqs)}] (one per sequence), got {tuple(ref_logps.shape)}")
     return PackedBatch(

@@ -42,7 +42,7 @@ def resolve_attn_implementation(requested: str, device: torch.device) -> str:
 
 
 def prompt_sharing_refusal(config, attn_impl: str, max_length: int) -> str | None:
-    """Why pairs cannot share one copy of their prompt on this model, or None when they can."""
+    """Why sequences cannot share one copy of their prompt on this model, or None when they can."""
     if attn_impl not in ("sdpa", "eager"):
         return f"{attn_impl} attention takes no custom mask"
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
